@@ -1,0 +1,198 @@
+//! What the scheduler hands over (an [`Action`]) and what comes back (an [`Outcome`]).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+/// The command of a step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Program {
+    /// A shell script, run as `/bin/sh -ec SCRIPT`.
+    Shell(String),
+    /// An argument vector, run directly (the program is looked up on the step's `PATH`).
+    Argv(Vec<String>),
+}
+
+impl Program {
+    /// The argument vector to execute.
+    pub fn argv(&self) -> Vec<std::ffi::OsString> {
+        match self {
+            Program::Shell(script) => vec!["/bin/sh".into(), "-ec".into(), script.into()],
+            Program::Argv(argv) => argv.iter().map(Into::into).collect(),
+        }
+    }
+}
+
+/// One attempt of one step.
+#[derive(Clone, Debug)]
+pub struct Action {
+    /// The step id, used to prefix live output.
+    pub step: String,
+    /// What to run.
+    pub program: Program,
+    /// Working directory.
+    pub cwd: PathBuf,
+    /// Variables the plan declares (plan-wide `[env]` then the step's `env`).
+    pub env: BTreeMap<String, String>,
+    /// Host variables passed through by name (absent ones are left unset).
+    pub pass_env: Vec<String>,
+    /// Secret names: passed from the host, redacted from every log line.
+    pub secrets: Vec<String>,
+    /// Wall-clock limit of this attempt.
+    pub timeout: Option<Duration>,
+    /// The step's log file; attempts are appended.
+    pub log_path: PathBuf,
+    /// The step's private `$HOME`.
+    pub home: PathBuf,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// How many attempts the step may take in all.
+    pub max_attempts: u32,
+}
+
+/// The variables every step gets, whatever the plan says, unless the plan overrides them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FixedEnv {
+    /// `PATH`.
+    pub path: String,
+    /// `SOURCE_DATE_EPOCH`.
+    pub source_date_epoch: u64,
+}
+
+impl FixedEnv {
+    /// The `PATH` steps get unless the plan passes the host's.
+    pub const DEFAULT_PATH: &'static str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+    /// The fixed set as name/value pairs, in a stable order. `HOME` is per step.
+    pub fn vars(&self) -> [(&'static str, String); 6] {
+        [
+            ("PATH", self.path.clone()),
+            ("TZ", "UTC".into()),
+            ("LC_ALL", "C".into()),
+            ("LANG", "C".into()),
+            ("SOURCE_DATE_EPOCH", self.source_date_epoch.to_string()),
+            ("PYTHONHASHSEED", "0".into()),
+        ]
+    }
+
+    /// `SOURCE_DATE_EPOCH` from the commit time of `HEAD` in `dir`, if it is a git
+    /// checkout with at least one commit.
+    pub fn commit_time(dir: &std::path::Path) -> Option<u64> {
+        let out = std::process::Command::new("git")
+            .args(["log", "-1", "--format=%ct"])
+            .current_dir(dir)
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        std::str::from_utf8(&out.stdout).ok()?.trim().parse().ok()
+    }
+}
+
+impl Default for FixedEnv {
+    fn default() -> Self {
+        FixedEnv {
+            path: FixedEnv::DEFAULT_PATH.into(),
+            source_date_epoch: 0,
+        }
+    }
+}
+
+/// How an attempt ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Status {
+    /// Exit code 0.
+    Succeeded,
+    /// A non-zero exit, a signal, or a command that could not start.
+    Failed,
+    /// Stopped because it ran past its timeout.
+    TimedOut,
+    /// Stopped because the run was cancelled.
+    Cancelled,
+}
+
+impl Status {
+    /// Lowercase name for reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+            Status::TimedOut => "timed out",
+            Status::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// The result of one attempt, as data.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    /// How it ended.
+    pub status: Status,
+    /// The exit code, when the process exited (127 when the command was not found).
+    pub exit_code: Option<i32>,
+    /// The signal that ended the process, when one did.
+    pub signal: Option<i32>,
+    /// When the attempt started.
+    pub started_at: SystemTime,
+    /// Wall-clock time of the attempt.
+    pub duration: Duration,
+    /// User plus system CPU time of the step's processes that were reaped.
+    pub cpu_time: Duration,
+    /// Peak resident set of the largest reaped process, KiB.
+    pub max_rss_kib: u64,
+    /// Bytes of output the step wrote.
+    pub output_bytes: u64,
+    /// The log file.
+    pub log_path: PathBuf,
+    /// A one-line explanation for a person (`command not found: x`, `timed out after 5s`).
+    pub message: Option<String>,
+}
+
+impl Outcome {
+    /// An outcome with the given status and nothing else known, for fakes and dry runs.
+    pub fn new(status: Status, log_path: PathBuf) -> Outcome {
+        Outcome {
+            status,
+            exit_code: match status {
+                Status::Succeeded => Some(0),
+                _ => None,
+            },
+            signal: None,
+            started_at: SystemTime::now(),
+            duration: Duration::ZERO,
+            cpu_time: Duration::ZERO,
+            max_rss_kib: 0,
+            output_bytes: 0,
+            log_path,
+            message: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_programs_run_under_sh_with_errexit() {
+        let argv = Program::Shell("a && b".into()).argv();
+        assert_eq!(argv, ["/bin/sh", "-ec", "a && b"]);
+        let argv = Program::Argv(vec!["echo".into(), "x y".into()]).argv();
+        assert_eq!(argv, ["echo", "x y"]);
+    }
+
+    #[test]
+    fn fixed_env_has_the_determinism_set() {
+        let vars = FixedEnv::default().vars();
+        let names: Vec<_> = vars.iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            names,
+            ["PATH", "TZ", "LC_ALL", "LANG", "SOURCE_DATE_EPOCH", "PYTHONHASHSEED"]
+        );
+        assert_eq!(vars[1].1, "UTC");
+        assert_eq!(vars[4].1, "0");
+    }
+}

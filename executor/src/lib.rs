@@ -1,0 +1,73 @@
+//! Runs ONE action and returns its outcome as data.
+//!
+//! This crate owns a single step attempt from the moment the scheduler hands it over: the
+//! environment it gets (the fixed determinism set plus what the plan declares), the cache
+//! lookup, the sandboxed process, streaming its output to a log file and to a live
+//! [`OutputSink`] (redacting secrets, bounded in memory whatever the step prints), the
+//! timeout and cancellation protocol (`SIGTERM` to the step's process group, a grace
+//! period, then `SIGKILL`), and the [`Outcome`]: succeeded, failed, timed out or cancelled,
+//! with timings, resource use and the log path.
+//!
+//! A step that fails is not an error: [`Execute::execute`] returns `Err` only for faults of
+//! the orchestrator itself (a log file that cannot be written, a pipe that cannot be made).
+//!
+//! It does not order steps, retry them or decide what to cancel: that is the scheduler's.
+//! It does not isolate processes itself: that is the sandbox crate's, reached through
+//! [`ci_intel_sandbox::spawn`]. The [`Execute`] trait is the seam the scheduler is tested
+//! through with fake executors.
+
+mod action;
+mod cancel;
+mod output;
+mod process;
+
+pub use action::{Action, FixedEnv, Outcome, Program, Status};
+pub use cancel::{Cancel, CancelLevel, CancelSource};
+pub use output::OutputSink;
+pub use process::{DryRun, ProcessExecutor, ProcessExecutorConfig};
+
+use std::future::Future;
+
+/// Why an action could not be executed at all (a fault of the orchestrator, not the step).
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError {
+    /// The log file or its directory could not be created or written.
+    #[error("could not write log file {}", path.display())]
+    Log {
+        /// The log file.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The output pipe could not be created or read.
+    #[error("could not set up the output pipe")]
+    Pipe(#[source] std::io::Error),
+    /// The private home directory could not be created.
+    #[error("could not create the step's home directory {}", path.display())]
+    Home {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The process could not be started for a reason other than a missing program.
+    #[error("could not start the step")]
+    Spawn(#[source] ci_intel_sandbox::SpawnError),
+    /// Waiting for the process failed.
+    #[error("could not wait for the step's process")]
+    Wait(#[source] std::io::Error),
+}
+
+/// Runs one action. Implemented by [`ProcessExecutor`], [`DryRun`] and by fakes in tests.
+pub trait Execute: Send + Sync + 'static {
+    /// Runs `action` until it ends or `cancel` asks it to stop.
+    fn execute(
+        &self,
+        action: Action,
+        cancel: Cancel,
+    ) -> impl Future<Output = Result<Outcome, ExecuteError>> + Send;
+}
+
+pub use ci_intel_sandbox::{Layer, Level, Posture, Watchdog};

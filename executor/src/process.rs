@@ -1,0 +1,496 @@
+//! The real executor: one sandboxed process per attempt.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use ci_intel_sandbox::{Child, Policy, SpawnError, Watchdog};
+use nix::sys::signal::Signal;
+use tokio::io::AsyncReadExt;
+use tokio::time::sleep_until;
+
+use crate::action::{Action, FixedEnv, Outcome, Status};
+use crate::cancel::{Cancel, CancelLevel};
+use crate::output::{OutputProcessor, OutputSink, command_not_found};
+use crate::{Execute, ExecuteError};
+
+/// Settings of a [`ProcessExecutor`].
+#[derive(Clone, Debug)]
+pub struct ProcessExecutorConfig {
+    /// Time between `SIGTERM` and `SIGKILL` when a step is stopped.
+    pub grace: Duration,
+    /// Bytes of each step's output shown live; the log always has everything.
+    pub live_output_limit: u64,
+    /// The determinism set.
+    pub fixed_env: FixedEnv,
+    /// How long to keep reading output after the step's group was killed (a process that
+    /// escaped the group may still hold the pipe open).
+    pub drain_timeout: Duration,
+}
+
+impl Default for ProcessExecutorConfig {
+    fn default() -> Self {
+        ProcessExecutorConfig {
+            grace: Duration::from_secs(10),
+            live_output_limit: 1024 * 1024,
+            fixed_env: FixedEnv::default(),
+            drain_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Runs each action as a process in its own group under the sandbox.
+pub struct ProcessExecutor {
+    config: ProcessExecutorConfig,
+    sink: Arc<dyn OutputSink>,
+    watchdog: Option<Watchdog>,
+}
+
+impl std::fmt::Debug for ProcessExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessExecutor")
+            .field("config", &self.config)
+            .field("watchdog", &self.watchdog)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProcessExecutor {
+    /// An executor streaming live output to `sink`. With a `watchdog`, every step group is
+    /// killed even if this process dies by `SIGKILL`.
+    pub fn new(
+        config: ProcessExecutorConfig,
+        sink: Arc<dyn OutputSink>,
+        watchdog: Option<Watchdog>,
+    ) -> ProcessExecutor {
+        ProcessExecutor {
+            config,
+            sink,
+            watchdog,
+        }
+    }
+
+    fn policy(&self, action: &Action) -> Result<(Policy, Vec<Vec<u8>>), String> {
+        let mut env: BTreeMap<String, String> = self
+            .config
+            .fixed_env
+            .vars()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        env.insert("HOME".into(), action.home.display().to_string());
+        for (k, v) in &action.env {
+            env.insert(k.clone(), v.clone());
+        }
+        for name in &action.pass_env {
+            if let Ok(v) = std::env::var(name) {
+                env.insert(name.clone(), v);
+            }
+        }
+        let mut secrets = Vec::new();
+        for name in &action.secrets {
+            match std::env::var(name) {
+                Ok(v) => {
+                    secrets.push(v.clone().into_bytes());
+                    env.insert(name.clone(), v);
+                }
+                Err(_) => return Err(format!("secret {name} is not set in the environment")),
+            }
+        }
+        let policy = env
+            .into_iter()
+            .fold(Policy::new(&action.cwd), |p, (k, v)| p.env(k, v));
+        Ok((policy, secrets))
+    }
+}
+
+fn open_log(path: &Path) -> Result<std::fs::File, ExecuteError> {
+    let err = |source| ExecuteError::Log {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(err)
+}
+
+impl Execute for ProcessExecutor {
+    async fn execute(&self, action: Action, mut cancel: Cancel) -> Result<Outcome, ExecuteError> {
+        let started_at = SystemTime::now();
+        let start = Instant::now();
+        let log_file = open_log(&action.log_path)?;
+        let log_err = |source| ExecuteError::Log {
+            path: action.log_path.clone(),
+            source,
+        };
+        let policy = self.policy(&action);
+        let secrets = policy.as_ref().map(|(_, s)| s.clone()).unwrap_or_default();
+        let mut out = OutputProcessor::new(
+            &action.step,
+            log_file,
+            &*self.sink,
+            secrets,
+            self.config.live_output_limit,
+            action.log_path.display().to_string(),
+        );
+        if action.attempt > 1 {
+            out.note(&format!("attempt {} of {}", action.attempt, action.max_attempts))
+                .map_err(log_err)?;
+        }
+        let mut outcome = Outcome::new(Status::Failed, action.log_path.clone());
+        outcome.started_at = started_at;
+        outcome.exit_code = None;
+
+        let policy = match policy {
+            Ok((p, _)) => p,
+            Err(message) => {
+                out.note(&message).map_err(log_err)?;
+                out.finish().map_err(log_err)?;
+                outcome.message = Some(message);
+                outcome.duration = start.elapsed();
+                return Ok(outcome);
+            }
+        };
+        std::fs::create_dir_all(&action.home).map_err(|source| ExecuteError::Home {
+            path: action.home.clone(),
+            source,
+        })?;
+
+        if cancel.level() > CancelLevel::None {
+            outcome.status = Status::Cancelled;
+            outcome.message = Some("cancelled before it started".into());
+            return Ok(outcome);
+        }
+
+        let (rx, tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| ExecuteError::Pipe(e.into()))?;
+        let child = match ci_intel_sandbox::spawn(
+            &policy,
+            &action.program.argv(),
+            tx,
+            self.watchdog.as_ref(),
+        ) {
+            Ok(c) => c,
+            Err(SpawnError::NotFound { program }) => {
+                let message = format!("command not found: {program}");
+                out.feed(format!("{message}\n").as_bytes()).map_err(log_err)?;
+                out.finish().map_err(log_err)?;
+                outcome.exit_code = Some(127);
+                outcome.message = Some(message);
+                outcome.duration = start.elapsed();
+                return Ok(outcome);
+            }
+            Err(e @ (SpawnError::PermissionDenied { .. } | SpawnError::MissingCwd { .. })) => {
+                let message = e.to_string();
+                out.feed(format!("{message}\n").as_bytes()).map_err(log_err)?;
+                out.finish().map_err(log_err)?;
+                outcome.exit_code = Some(126);
+                outcome.message = Some(message);
+                outcome.duration = start.elapsed();
+                return Ok(outcome);
+            }
+            Err(e) => return Err(ExecuteError::Spawn(e)),
+        };
+        let mut reader = tokio::net::unix::pipe::Receiver::from_owned_fd(rx)
+            .map_err(ExecuteError::Pipe)?;
+
+        let deadline = action.timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut stopping: Option<Status> = None;
+        let mut kill_at: Option<tokio::time::Instant> = None;
+        let mut eof = false;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            tokio::select! {
+                biased;
+                r = child.exited() => {
+                    r.map_err(ExecuteError::Wait)?;
+                    break;
+                }
+                level = cancel.raised(if stopping.is_some() { CancelLevel::Graceful } else { CancelLevel::None }) => {
+                    if stopping.is_none() {
+                        stopping = Some(Status::Cancelled);
+                    }
+                    if level == CancelLevel::Immediate {
+                        signal(&child, Signal::SIGKILL);
+                        kill_at = None;
+                    } else {
+                        signal(&child, Signal::SIGTERM);
+                        kill_at = Some(tokio::time::Instant::now() + self.config.grace);
+                    }
+                }
+                () = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() && stopping.is_none() => {
+                    stopping = Some(Status::TimedOut);
+                    signal(&child, Signal::SIGTERM);
+                    kill_at = Some(tokio::time::Instant::now() + self.config.grace);
+                }
+                () = sleep_until(kill_at.unwrap_or_else(far_future)), if kill_at.is_some() => {
+                    signal(&child, Signal::SIGKILL);
+                    kill_at = None;
+                }
+                n = reader.read(&mut buf), if !eof => {
+                    match n {
+                        Ok(0) => eof = true,
+                        Ok(n) => out.feed(&buf[..n]).map_err(log_err)?,
+                        Err(e) => return Err(ExecuteError::Pipe(e)),
+                    }
+                }
+            }
+        }
+        // The leader has exited: kill whatever it left in its group, then reap it.
+        let exit = child.reap().map_err(ExecuteError::Wait)?;
+        let drain_deadline = tokio::time::Instant::now() + self.config.drain_timeout;
+        while !eof {
+            match tokio::time::timeout_at(drain_deadline, reader.read(&mut buf)).await {
+                Ok(Ok(0)) | Err(_) => eof = true,
+                Ok(Ok(n)) => out.feed(&buf[..n]).map_err(log_err)?,
+                Ok(Err(e)) => return Err(ExecuteError::Pipe(e)),
+            }
+        }
+        out.finish().map_err(log_err)?;
+
+        outcome.duration = start.elapsed();
+        outcome.exit_code = exit.code;
+        outcome.signal = exit.signal;
+        outcome.cpu_time = exit.user_time + exit.system_time;
+        outcome.max_rss_kib = exit.max_rss_kib;
+        outcome.output_bytes = out.total;
+        outcome.status = match stopping {
+            Some(s) => s,
+            None if exit.success() => Status::Succeeded,
+            None => Status::Failed,
+        };
+        outcome.message = match outcome.status {
+            Status::TimedOut => Some(format!(
+                "timed out after {}",
+                humanize(action.timeout.unwrap_or_default())
+            )),
+            Status::Cancelled => Some("cancelled".into()),
+            Status::Failed if exit.code == Some(127) => {
+                command_not_found(&out.tail()).map(|p| format!("command not found: {p}"))
+            }
+            Status::Failed => Some(match (exit.code, exit.signal) {
+                (Some(c), _) => format!("exit code {c}"),
+                (None, Some(s)) => format!("killed by signal {s}"),
+                (None, None) => "failed".into(),
+            }),
+            Status::Succeeded => None,
+        };
+        Ok(outcome)
+    }
+}
+
+fn signal(child: &Child, sig: Signal) {
+    if let Err(e) = child.signal_group(sig) {
+        tracing::warn!("could not send {sig} to process group {}: {e}", child.pid());
+    }
+}
+
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86400 * 365)
+}
+
+fn humanize(d: Duration) -> String {
+    let secs = d.as_secs();
+    if d.subsec_millis() != 0 || secs == 0 {
+        format!("{:.1}s", d.as_secs_f64())
+    } else if secs % 3600 == 0 {
+        format!("{}h", secs / 3600)
+    } else if secs % 60 == 0 {
+        format!("{}m", secs / 60)
+    } else {
+        format!("{secs}s")
+    }
+}
+
+/// An executor that runs nothing and reports every action as succeeded at once.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DryRun;
+
+impl Execute for DryRun {
+    async fn execute(&self, action: Action, _cancel: Cancel) -> Result<Outcome, ExecuteError> {
+        Ok(Outcome::new(Status::Succeeded, action.log_path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Program;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<String>>);
+    impl OutputSink for Collect {
+        fn line(&self, step: &str, line: &[u8]) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("[{step}] {}", String::from_utf8_lossy(line)));
+        }
+    }
+
+    fn action(dir: &Path, program: Program) -> Action {
+        Action {
+            step: "s".into(),
+            program,
+            cwd: dir.to_owned(),
+            env: BTreeMap::from([("GREETING".to_string(), "hi".to_string())]),
+            pass_env: vec![],
+            secrets: vec![],
+            timeout: None,
+            log_path: dir.join("logs/s.log"),
+            home: dir.join("home/s"),
+            attempt: 1,
+            max_attempts: 1,
+        }
+    }
+
+    fn executor(sink: Arc<Collect>) -> ProcessExecutor {
+        ProcessExecutor::new(
+            ProcessExecutorConfig {
+                grace: Duration::from_millis(200),
+                ..Default::default()
+            },
+            sink,
+            None,
+        )
+    }
+
+    #[tokio::test]
+    async fn success_streams_output_to_log_and_sink() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Arc::new(Collect::default());
+        let out = executor(sink.clone())
+            .execute(
+                action(dir.path(), Program::Shell("echo $GREETING; echo err >&2".into())),
+                Cancel::never(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(out.status, Status::Succeeded);
+        assert_eq!(out.exit_code, Some(0));
+        assert_eq!(std::fs::read_to_string(&out.log_path).unwrap(), "hi\nerr\n");
+        assert_eq!(*sink.0.lock().unwrap(), ["[s] hi", "[s] err"]);
+        assert!(dir.path().join("home/s").is_dir());
+    }
+
+    #[tokio::test]
+    async fn failure_is_data_not_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = executor(Arc::default())
+            .execute(action(dir.path(), Program::Shell("exit 3".into())), Cancel::never())
+            .await
+            .unwrap();
+        assert_eq!(out.status, Status::Failed);
+        assert_eq!(out.exit_code, Some(3));
+        assert_eq!(out.message.as_deref(), Some("exit code 3"));
+    }
+
+    #[tokio::test]
+    async fn missing_commands_exit_127_with_a_clear_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let exec = executor(Arc::default());
+        let argv = Program::Argv(vec!["ci-intel-no-such-tool".into()]);
+        let out = exec.execute(action(dir.path(), argv), Cancel::never()).await.unwrap();
+        assert_eq!(out.exit_code, Some(127));
+        assert_eq!(out.message.as_deref(), Some("command not found: ci-intel-no-such-tool"));
+        let shell = Program::Shell("ci-intel-no-such-tool --flag".into());
+        let out = exec.execute(action(dir.path(), shell), Cancel::never()).await.unwrap();
+        assert_eq!(out.exit_code, Some(127));
+        assert_eq!(out.message.as_deref(), Some("command not found: ci-intel-no-such-tool"));
+    }
+
+    #[tokio::test]
+    async fn timeout_terminates_the_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = action(dir.path(), Program::Shell("sleep 30".into()));
+        a.timeout = Some(Duration::from_millis(100));
+        let out = executor(Arc::default()).execute(a, Cancel::never()).await.unwrap();
+        assert_eq!(out.status, Status::TimedOut);
+        assert_eq!(out.signal, Some(libc::SIGTERM));
+        assert_eq!(out.message.as_deref(), Some("timed out after 0.1s"));
+    }
+
+    #[tokio::test]
+    async fn sigterm_ignored_means_sigkill_after_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = action(dir.path(), Program::Shell("trap '' TERM; sleep 30".into()));
+        a.timeout = Some(Duration::from_millis(50));
+        let out = executor(Arc::default()).execute(a, Cancel::never()).await.unwrap();
+        assert_eq!(out.status, Status::TimedOut);
+        assert_eq!(out.signal, Some(libc::SIGKILL));
+    }
+
+    #[tokio::test]
+    async fn immediate_cancel_kills_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = crate::CancelSource::new();
+        let exec = ProcessExecutor::new(
+            ProcessExecutorConfig {
+                grace: Duration::from_secs(3600),
+                ..Default::default()
+            },
+            Arc::new(Collect::default()),
+            None,
+        );
+        let a = action(dir.path(), Program::Shell("trap '' TERM; echo ready; sleep 30".into()));
+        let token = src.token();
+        let run = tokio::spawn(async move { exec.execute(a, token).await });
+        // Wait until the step is running (its log says so), then escalate.
+        let log = dir.path().join("logs/s.log");
+        while !std::fs::read_to_string(&log).unwrap_or_default().contains("ready") {
+            tokio::task::yield_now().await;
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        src.cancel(CancelLevel::Graceful);
+        src.cancel(CancelLevel::Immediate);
+        let out = run.await.unwrap().unwrap();
+        assert_eq!(out.status, Status::Cancelled);
+        assert_eq!(out.signal, Some(libc::SIGKILL));
+    }
+
+    #[tokio::test]
+    async fn secrets_are_passed_and_redacted() {
+        let dir = tempfile::tempdir().unwrap();
+        // SAFETY: the variable name is unique to this test; no other thread reads it.
+        unsafe { std::env::set_var("CI_INTEL_TEST_SECRET_X", "s3cr3t-value") };
+        let sink = Arc::new(Collect::default());
+        let mut a = action(dir.path(), Program::Shell("echo \"key=$CI_INTEL_TEST_SECRET_X\"".into()));
+        a.secrets = vec!["CI_INTEL_TEST_SECRET_X".into()];
+        let out = executor(sink.clone()).execute(a, Cancel::never()).await.unwrap();
+        assert_eq!(out.status, Status::Succeeded);
+        assert_eq!(std::fs::read_to_string(&out.log_path).unwrap(), "key=***\n");
+        assert_eq!(*sink.0.lock().unwrap(), ["[s] key=***"]);
+
+        let mut a = action(dir.path(), Program::Shell("true".into()));
+        a.secrets = vec!["CI_INTEL_TEST_SECRET_MISSING".into()];
+        let out = executor(sink).execute(a, Cancel::never()).await.unwrap();
+        assert_eq!(out.status, Status::Failed);
+        assert_eq!(
+            out.message.as_deref(),
+            Some("secret CI_INTEL_TEST_SECRET_MISSING is not set in the environment")
+        );
+    }
+
+    #[tokio::test]
+    async fn attempts_append_to_one_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let exec = executor(Arc::default());
+        let mut a = action(dir.path(), Program::Shell("echo run".into()));
+        exec.execute(a.clone(), Cancel::never()).await.unwrap();
+        a.attempt = 2;
+        a.max_attempts = 2;
+        exec.execute(a, Cancel::never()).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("logs/s.log")).unwrap(),
+            "run\n--- ci-intel: attempt 2 of 2 ---\nrun\n"
+        );
+    }
+}

@@ -1,0 +1,454 @@
+//! Starting one process in its own session and process group, signalling that group, and
+//! reaping it without ever signalling a recycled process id.
+
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::unix::AsyncFd;
+
+use crate::watchdog::Watchdog;
+
+/// Exit status a child reports when it finds, between fork and exec, that the orchestrator
+/// already died (so nothing would ever reap or stop it).
+pub(crate) const EXIT_PARENT_GONE: i32 = 125;
+
+/// What a process may see and how it is contained.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    cwd: PathBuf,
+    env: Vec<(OsString, OsString)>,
+    umask: libc::mode_t,
+}
+
+impl Policy {
+    /// A policy that runs in `cwd` with an empty environment and umask 022.
+    pub fn new(cwd: impl Into<PathBuf>) -> Policy {
+        Policy {
+            cwd: cwd.into(),
+            env: Vec::new(),
+            umask: 0o022,
+        }
+    }
+
+    /// Adds one environment variable; later values of the same name win.
+    #[must_use]
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Policy {
+        let key = key.as_ref().to_owned();
+        self.env.retain(|(k, _)| *k != key);
+        self.env.push((key, value.as_ref().to_owned()));
+        self
+    }
+
+    /// Sets the umask the process starts with.
+    #[must_use]
+    pub fn umask(mut self, umask: u32) -> Policy {
+        self.umask = umask as libc::mode_t;
+        self
+    }
+
+    /// The working directory.
+    pub fn cwd(&self) -> &Path {
+        &self.cwd
+    }
+
+    /// The environment, in the order it was set.
+    pub fn environment(&self) -> impl Iterator<Item = (&OsStr, &OsStr)> {
+        self.env.iter().map(|(k, v)| (k.as_os_str(), v.as_os_str()))
+    }
+}
+
+/// Why a process could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// The program does not exist (on `PATH` or at the given path).
+    #[error("command not found: {program}")]
+    NotFound {
+        /// The program as given.
+        program: String,
+    },
+    /// The program exists but may not be executed.
+    #[error("permission denied executing {program}")]
+    PermissionDenied {
+        /// The program as given.
+        program: String,
+    },
+    /// The working directory is missing.
+    #[error("working directory {} does not exist", path.display())]
+    MissingCwd {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// An empty argument vector.
+    #[error("empty command")]
+    EmptyCommand,
+    /// Any other failure of fork, exec or pidfd_open.
+    #[error("could not start {program}")]
+    Io {
+        /// The program as given.
+        program: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// How a reaped process ended, with its resource use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exit {
+    /// The exit code, when it exited normally.
+    pub code: Option<i32>,
+    /// The signal that killed it, when one did.
+    pub signal: Option<i32>,
+    /// User CPU time of the process and its reaped descendants.
+    pub user_time: Duration,
+    /// System CPU time of the process and its reaped descendants.
+    pub system_time: Duration,
+    /// Peak resident set size, KiB.
+    pub max_rss_kib: u64,
+}
+
+impl Exit {
+    /// True when the process exited with code 0.
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    /// The status a shell would report: the code, or 128 + the signal number.
+    pub fn shell_status(&self) -> i32 {
+        self.code.unwrap_or_else(|| 128 + self.signal.unwrap_or(0))
+    }
+}
+
+/// A running process that leads its own process group.
+///
+/// The leader is never reaped behind the caller's back, so its pid, which is also the
+/// group id, cannot be recycled while this handle exists: [`Child::signal_group`] can never
+/// hit an unrelated process. Dropping the handle kills the whole group and reaps the leader.
+#[derive(Debug)]
+pub struct Child {
+    pid: Pid,
+    pidfd: AsyncFd<OwnedFd>,
+    watchdog: Option<Watchdog>,
+    reaped: bool,
+}
+
+/// Starts `argv` under `policy` with stdout and stderr both on `output`.
+///
+/// The child gets its own session (so its own process group and no controlling
+/// terminal), `SIGKILL` as parent-death signal, and exits at once with
+/// [`EXIT_PARENT_GONE`] if the parent died before the signal was armed. When a watchdog is
+/// given, the group is registered with it before this returns.
+pub fn spawn(
+    policy: &Policy,
+    argv: &[OsString],
+    output: OwnedFd,
+    watchdog: Option<&Watchdog>,
+) -> Result<Child, SpawnError> {
+    let (program, args) = argv.split_first().ok_or(SpawnError::EmptyCommand)?;
+    let program_name = program.to_string_lossy().into_owned();
+    if !policy.cwd.is_dir() {
+        return Err(SpawnError::MissingCwd {
+            path: policy.cwd.clone(),
+        });
+    }
+    let io_err = |source: io::Error| SpawnError::Io {
+        program: program_name.clone(),
+        source,
+    };
+    let stderr = output.try_clone().map_err(io_err)?;
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .current_dir(&policy.cwd)
+        .env_clear()
+        .envs(policy.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(output))
+        .stderr(Stdio::from(stderr));
+    let parent = std::process::id() as libc::pid_t;
+    let umask = policy.umask;
+    // SAFETY: the closure runs between fork and exec and calls only async-signal-safe
+    // functions (setsid, prctl, getppid, umask, _exit); it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The parent may have died before PR_SET_PDEATHSIG was armed.
+            if libc::getppid() != parent {
+                libc::_exit(EXIT_PARENT_GONE);
+            }
+            libc::umask(umask);
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound => SpawnError::NotFound {
+            program: program_name.clone(),
+        },
+        io::ErrorKind::PermissionDenied => SpawnError::PermissionDenied {
+            program: program_name.clone(),
+        },
+        _ => io_err(source),
+    })?;
+    let pid = Pid::from_raw(child.id() as libc::pid_t);
+    // std's Child neither kills nor waits on drop; from here `Child` owns the pid.
+    drop(child);
+    if let Some(w) = watchdog {
+        w.register(pid.as_raw());
+    }
+    let pidfd = match pidfd_open(pid).and_then(register_readable) {
+        Ok(fd) => fd,
+        Err(source) => {
+            kill_and_reap(pid);
+            if let Some(w) = watchdog {
+                w.unregister(pid.as_raw());
+            }
+            return Err(io_err(source));
+        }
+    };
+    Ok(Child {
+        pid,
+        pidfd,
+        watchdog: watchdog.cloned(),
+        reaped: false,
+    })
+}
+
+fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+fn register_readable(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: the AsyncFd owns the OwnedFd, so the descriptor stays open and unchanged for
+    // the AsyncFd's whole life.
+    unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(io::Error::from)
+}
+
+fn kill_and_reap(pid: Pid) {
+    let _ = killpg(pid, Signal::SIGKILL);
+    let _ = wait4(pid);
+}
+
+fn wait4(pid: Pid) -> io::Result<Exit> {
+    let mut status = 0;
+    // SAFETY: rusage is plain old data; zeroed is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: valid pointers to a local int and rusage.
+        let r = unsafe { libc::wait4(pid.as_raw(), &mut status, 0, &mut usage) };
+        if r >= 0 {
+            break;
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    Ok(Exit {
+        code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
+        signal: libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status)),
+        user_time: tv(usage.ru_utime),
+        system_time: tv(usage.ru_stime),
+        max_rss_kib: usage.ru_maxrss.max(0) as u64,
+    })
+}
+
+impl Child {
+    /// The leader's pid, which is also the process group id.
+    pub fn pid(&self) -> i32 {
+        self.pid.as_raw()
+    }
+
+    /// Waits until the leader has exited, without reaping it.
+    pub async fn exited(&self) -> io::Result<()> {
+        let guard = self.pidfd.readable().await?;
+        // A pidfd stays readable once the process has exited; keep the readiness.
+        drop(guard);
+        Ok(())
+    }
+
+    /// Sends `signal` to every process in the group.
+    pub fn signal_group(&self, signal: Signal) -> io::Result<()> {
+        match killpg(self.pid, signal) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+            Err(e) => Err(io::Error::from(e)),
+        }
+    }
+
+    /// Kills whatever is left of the group and reaps the leader.
+    ///
+    /// Call after [`Child::exited`]: processes the step left running in its group (daemons,
+    /// background jobs) are killed, never orphaned.
+    pub fn reap(mut self) -> io::Result<Exit> {
+        let _ = self.signal_group(Signal::SIGKILL);
+        let exit = wait4(self.pid);
+        self.reaped = true;
+        if let Some(w) = &self.watchdog {
+            w.unregister(self.pid.as_raw());
+        }
+        exit
+    }
+
+    /// The raw pidfd, for callers that poll it themselves.
+    pub fn pidfd(&self) -> i32 {
+        self.pidfd.get_ref().as_raw_fd()
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if !self.reaped {
+            kill_and_reap(self.pid);
+            if let Some(w) = &self.watchdog {
+                w.unregister(self.pid.as_raw());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn pipe() -> (std::fs::File, OwnedFd) {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        (std::fs::File::from(r), w)
+    }
+
+    fn sh(script: &str) -> Vec<OsString> {
+        vec!["/bin/sh".into(), "-c".into(), script.into()]
+    }
+
+    #[tokio::test]
+    async fn environment_is_exactly_the_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = Policy::new(dir.path()).env("A", "1").env("A", "2").env("B", "x");
+        let (mut r, w) = pipe();
+        let child = spawn(&policy, &sh("env | sort; umask; pwd"), w, None).unwrap();
+        child.exited().await.unwrap();
+        let exit = child.reap().unwrap();
+        assert!(exit.success());
+        let mut out = String::new();
+        r.read_to_string(&mut out).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        // dash adds PWD (and nothing else) to the environment it prints.
+        let env: Vec<&str> = lines
+            .iter()
+            .copied()
+            .filter(|l| l.contains('=') && !l.starts_with("PWD="))
+            .collect();
+        assert_eq!(env, ["A=2", "B=x"]);
+        assert!(lines.contains(&"0022"), "umask in {lines:?}");
+        let cwd = dir.path().canonicalize().unwrap();
+        assert!(lines.contains(&cwd.to_str().unwrap()), "{lines:?}");
+    }
+
+    #[tokio::test]
+    async fn child_leads_its_own_session_and_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut r, w) = pipe();
+        let child = spawn(
+            &Policy::new(dir.path()),
+            &sh("cut -d' ' -f5,6 /proc/$$/stat"),
+            w,
+            None,
+        )
+        .unwrap();
+        let pid = child.pid();
+        child.exited().await.unwrap();
+        child.reap().unwrap();
+        let mut out = String::new();
+        r.read_to_string(&mut out).unwrap();
+        assert_eq!(out.trim(), format!("{pid} {pid}"), "pgid and sid equal pid");
+    }
+
+    #[tokio::test]
+    async fn missing_program_and_cwd_are_typed_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_r, w) = pipe();
+        let err = spawn(
+            &Policy::new(dir.path()),
+            &["/nonexistent/ci-intel-nope".into()],
+            w.try_clone().unwrap(),
+            None,
+        )
+        .unwrap_err();
+        assert!(matches!(err, SpawnError::NotFound { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "command not found: /nonexistent/ci-intel-nope"
+        );
+        let err = spawn(
+            &Policy::new(dir.path().join("gone")),
+            &sh("true"),
+            w,
+            None,
+        )
+        .unwrap_err();
+        assert!(matches!(err, SpawnError::MissingCwd { .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn reap_kills_what_the_step_left_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut r, w) = pipe();
+        let child = spawn(
+            &Policy::new(dir.path()),
+            &sh("sleep 300 >/dev/null 2>&1 & echo $!"),
+            w,
+            None,
+        )
+        .unwrap();
+        child.exited().await.unwrap();
+        let exit = child.reap().unwrap();
+        assert!(exit.success());
+        let mut out = String::new();
+        r.read_to_string(&mut out).unwrap();
+        let bg: i32 = out.trim().parse().unwrap();
+        // SIGKILL is delivered asynchronously: poll (bounded) until it is a zombie or gone.
+        let running = || {
+            let state = std::fs::read_to_string(format!("/proc/{bg}/stat")).unwrap_or_default();
+            state
+                .rsplit(')')
+                .next()
+                .is_some_and(|s| matches!(s.trim_start().chars().next(), Some('S' | 'R' | 'D')))
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while running() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(!running(), "background process {bg} survived");
+    }
+
+    #[tokio::test]
+    async fn signal_exit_is_reported_as_128_plus_signal() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_r, w) = pipe();
+        let child = spawn(&Policy::new(dir.path()), &sh("kill -TERM $$"), w, None).unwrap();
+        child.exited().await.unwrap();
+        let exit = child.reap().unwrap();
+        assert_eq!(exit.signal, Some(libc::SIGTERM));
+        assert_eq!(exit.shell_status(), 128 + libc::SIGTERM);
+    }
+}

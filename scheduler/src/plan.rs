@@ -1,0 +1,902 @@
+//! The plan file: raw TOML → validated [`Plan`].
+//!
+//! Parsing is strict: unknown keys, malformed ids, unknown `needs`, cycles, empty
+//! commands and outputs claimed twice are all errors, each located at `file:line:col` with
+//! a hint. Every problem found is reported at once, in file order.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use ci_intel_executor::{Layer, Program};
+use indexmap::IndexMap;
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use toml::Spanned;
+
+use crate::diag::{Diagnostic, LoadError};
+
+/// The only plan format version this build reads.
+pub(crate) const VERSION: i64 = 1;
+
+/// A validated plan.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The plan's name (`name`, else the file stem).
+    pub name: String,
+    /// The plan file.
+    pub path: PathBuf,
+    /// The directory steps run in and paths are relative to (`root`, else the plan's
+    /// directory).
+    pub root: PathBuf,
+    /// `SOURCE_DATE_EPOCH` when the root is not a git checkout.
+    pub source_date_epoch: Option<u64>,
+    /// Steps in file order; [`Step::needs`] index into this.
+    pub steps: Vec<Step>,
+    /// Plan-wide sandbox settings (steps hold their merged copy).
+    pub sandbox: SandboxSpec,
+    /// A topological order of step indices.
+    pub topo: Vec<usize>,
+    index: HashMap<String, usize>,
+}
+
+impl Plan {
+    /// The index of the step called `id`.
+    pub fn step_index(&self, id: &str) -> Option<usize> {
+        self.index.get(id).copied()
+    }
+}
+
+/// One validated step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Step {
+    /// The step id.
+    pub id: String,
+    /// What it runs.
+    pub program: Program,
+    /// Indices of the steps it needs.
+    pub needs: Vec<usize>,
+    /// Input globs, relative to the root.
+    pub inputs: Vec<String>,
+    /// Output paths, relative to the root, normalised (a trailing `/` marks a directory).
+    pub outputs: Vec<String>,
+    /// Environment: the plan's `[env]` overlaid with the step's.
+    pub env: IndexMap<String, String>,
+    /// Host variables passed through: the plan's and the step's.
+    pub pass_env: Vec<String>,
+    /// Secret names.
+    pub secrets: Vec<String>,
+    /// Per-attempt timeout.
+    pub timeout: Option<Duration>,
+    /// Retry policy.
+    pub retries: RetryPolicy,
+    /// Slot weight.
+    pub cpus: u32,
+    /// Whether results may be cached.
+    pub cache: bool,
+    /// Whether a failure of this step fails the run.
+    pub allow_failure: bool,
+    /// Tools whose bytes enter the action key.
+    pub tools: Vec<String>,
+    /// Whether the step must be bit-for-bit reproducible.
+    pub deterministic: bool,
+    /// Archive normalisers applied to outputs.
+    pub normalize: Vec<String>,
+    /// The merged sandbox settings.
+    pub sandbox: SandboxSpec,
+}
+
+/// Network policy of a step.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum Network {
+    /// No network at all.
+    #[default]
+    Deny,
+    /// Loopback only.
+    Loopback,
+    /// Only these `host:port` destinations, through the egress proxy.
+    Allowlist(Vec<String>),
+}
+
+/// Sandbox settings.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct SandboxSpec {
+    /// Network policy.
+    pub network: Network,
+    /// Layers the host must enforce fully, or the run fails with exit code 3.
+    pub require: Vec<Layer>,
+}
+
+/// Backoff between attempts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backoff {
+    /// `delay`, `2·delay`, `4·delay`, … capped at `max_delay`, with jitter.
+    Exponential,
+    /// `delay` every time, with jitter.
+    Fixed,
+    /// Retry at once.
+    None,
+}
+
+/// How often and how soon a failed step is tried again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Extra attempts after the first.
+    pub count: u32,
+    /// Backoff shape.
+    pub backoff: Backoff,
+    /// Base delay.
+    pub delay: Duration,
+    /// Largest delay.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            count: 0,
+            backoff: Backoff::Exponential,
+            delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before attempt `next` (2 for the first retry), with "equal jitter": a
+    /// uniform draw in `[d/2, d]` of the nominal delay `d`, so retries of many steps that
+    /// failed together spread out but never come sooner than half the nominal delay.
+    pub fn delay_before(&self, next: u32, rng: &mut fastrand::Rng) -> Duration {
+        let nominal = match self.backoff {
+            Backoff::None => return Duration::ZERO,
+            Backoff::Fixed => self.delay,
+            Backoff::Exponential => {
+                let exp = next.saturating_sub(2).min(30);
+                self.delay.saturating_mul(1u32 << exp)
+            }
+        }
+        .min(self.max_delay);
+        let half = nominal / 2;
+        half + half.mul_f64(rng.f64())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Raw TOML
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlan {
+    version: Option<Spanned<i64>>,
+    name: Option<Spanned<String>>,
+    root: Option<Spanned<String>>,
+    source_date_epoch: Option<Spanned<i64>>,
+    #[serde(default)]
+    env: IndexMap<Spanned<String>, String>,
+    #[serde(default)]
+    pass_env: Vec<Spanned<String>>,
+    sandbox: Option<RawSandbox>,
+    #[serde(default)]
+    steps: IndexMap<Spanned<String>, RawStep>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSandbox {
+    network: Option<Spanned<String>>,
+    allow: Option<Spanned<Vec<Spanned<String>>>>,
+    require: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    run: Option<Spanned<String>>,
+    argv: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    needs: Vec<Spanned<String>>,
+    #[serde(default)]
+    inputs: Vec<Spanned<String>>,
+    #[serde(default)]
+    outputs: Vec<Spanned<String>>,
+    #[serde(default)]
+    env: IndexMap<Spanned<String>, String>,
+    #[serde(default)]
+    pass_env: Vec<Spanned<String>>,
+    #[serde(default)]
+    secrets: Vec<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    retries: Option<Spanned<RawRetries>>,
+    cpus: Option<Spanned<i64>>,
+    cache: Option<bool>,
+    allow_failure: Option<bool>,
+    #[serde(default)]
+    tools: Vec<Spanned<String>>,
+    deterministic: Option<bool>,
+    #[serde(default)]
+    normalize: Vec<Spanned<String>>,
+    sandbox: Option<RawSandbox>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetryTable {
+    count: i64,
+    backoff: Option<String>,
+    delay: Option<String>,
+    max_delay: Option<String>,
+}
+
+enum RawRetries {
+    Count(i64),
+    Table(RawRetryTable),
+}
+
+impl<'de> Deserialize<'de> for RawRetries {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawRetries;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a retry count or a table { count, backoff, delay, max_delay }")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawRetries, E> {
+                Ok(RawRetries::Count(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawRetries, E> {
+                Ok(RawRetries::Count(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawRetries, A::Error> {
+                RawRetryTable::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(RawRetries::Table)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Loading and validation
+
+/// Reads and validates the plan at `path`.
+pub fn load_plan(path: &Path) -> Result<Plan, LoadError> {
+    let source = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_plan(path, &source)
+}
+
+/// Validates plan text as if read from `path` (used for `root` and messages).
+pub fn parse_plan(path: &Path, source: &str) -> Result<Plan, LoadError> {
+    let raw: RawPlan = toml::from_str(source).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        let (message, hint) = describe_toml_error(e.message());
+        LoadError::Invalid {
+            diagnostics: vec![Diagnostic::at(path, source, span, message, hint)],
+        }
+    })?;
+    let mut v = Validator {
+        path,
+        source,
+        diags: Vec::new(),
+    };
+    let plan = v.plan(raw);
+    if v.diags.is_empty() {
+        Ok(plan)
+    } else {
+        v.diags.sort_by_key(|d| (d.line, d.col));
+        Err(LoadError::Invalid {
+            diagnostics: v.diags,
+        })
+    }
+}
+
+/// Turns the TOML parser's message into a lowercase fragment and a hint.
+fn describe_toml_error(msg: &str) -> (String, Option<String>) {
+    let msg = msg.trim().trim_end_matches('.').to_string();
+    let first = msg.lines().next().unwrap_or("").to_string();
+    if let Some(rest) = first.strip_prefix("unknown field ") {
+        let (field, expected) = rest.split_once(", expected ").unwrap_or((rest, ""));
+        let hint = if expected.is_empty() {
+            None
+        } else {
+            Some(format!("known keys here: {}", expected.trim_start_matches("one of ")))
+        };
+        return (format!("unknown key {field}"), hint);
+    }
+    if first.starts_with("missing field") {
+        return (first.replace("missing field", "missing key"), None);
+    }
+    if first.starts_with("invalid type") {
+        return (first, Some("see docs/plan-format.md for each key's type".into()));
+    }
+    let mut lower = first;
+    if let Some(c) = lower.get(..1) {
+        if c.chars().all(|c| c.is_ascii_uppercase()) && !lower.starts_with("TOML") {
+            lower = c.to_ascii_lowercase() + &lower[1..];
+        }
+    }
+    (
+        format!("invalid TOML: {lower}"),
+        Some("the plan must be a valid TOML document".into()),
+    )
+}
+
+struct Validator<'a> {
+    path: &'a Path,
+    source: &'a str,
+    diags: Vec<Diagnostic>,
+}
+
+fn is_valid_id(id: &str) -> bool {
+    let mut chars = id.chars();
+    id.len() <= 128
+        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The known name closest to `wanted`, if it is close enough to be a typo.
+fn closest<'k>(wanted: &str, known: impl Iterator<Item = &'k str>) -> Option<&'k str> {
+    known
+        .map(|k| (edit_distance(wanted, k), k))
+        .filter(|(d, k)| *d <= (wanted.len().max(k.len()) / 3).max(1))
+        .min()
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| e.to_string())
+}
+
+/// Normalises an output path; `None` if it is absolute, empty or escapes the root.
+fn normalize_output(p: &str) -> Option<String> {
+    let dir = p.ends_with('/');
+    let mut parts = Vec::new();
+    for c in Path::new(p).components() {
+        match c {
+            Component::Normal(s) => parts.push(s.to_str()?.to_string()),
+            Component::CurDir => {}
+            _ => return None,
+        }
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    let mut s = parts.join("/");
+    if dir {
+        s.push('/');
+    }
+    Some(s)
+}
+
+/// True when one output path contains (or is) the other.
+fn overlaps(a: &str, b: &str) -> bool {
+    let a = a.trim_end_matches('/');
+    let b = b.trim_end_matches('/');
+    a == b || a.starts_with(&format!("{b}/")) || b.starts_with(&format!("{a}/"))
+}
+
+impl Validator<'_> {
+    fn err(&mut self, span: Range<usize>, message: impl Into<String>, hint: Option<String>) {
+        self.diags
+            .push(Diagnostic::at(self.path, self.source, span, message, hint));
+    }
+
+    fn env_names(&mut self, names: &[Spanned<String>], what: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for n in names {
+            if is_env_name(n.get_ref()) {
+                out.push(n.get_ref().clone());
+            } else {
+                self.err(
+                    n.span(),
+                    format!("invalid {what} name `{}`", n.get_ref()),
+                    Some("use letters, digits and '_', not starting with a digit".into()),
+                );
+            }
+        }
+        out
+    }
+
+    fn env_table(&mut self, table: IndexMap<Spanned<String>, String>) -> IndexMap<String, String> {
+        let mut out = IndexMap::new();
+        for (k, v) in table {
+            if is_env_name(k.get_ref()) {
+                out.insert(k.into_inner(), v);
+            } else {
+                self.err(
+                    k.span(),
+                    format!("invalid environment variable name `{}`", k.get_ref()),
+                    Some("use letters, digits and '_', not starting with a digit".into()),
+                );
+            }
+        }
+        out
+    }
+
+    fn sandbox(&mut self, raw: Option<RawSandbox>, base: &SandboxSpec) -> SandboxSpec {
+        let Some(raw) = raw else {
+            return base.clone();
+        };
+        let mut spec = base.clone();
+        if let Some(req) = raw.require {
+            spec.require.clear();
+            for r in req {
+                match Layer::from_name(r.get_ref()) {
+                    Some(l) => spec.require.push(l),
+                    None => {
+                        let names: Vec<&str> = Layer::ALL.iter().map(|l| l.name()).collect();
+                        self.err(
+                            r.span(),
+                            format!("unknown isolation layer `{}`", r.get_ref()),
+                            Some(format!("known layers: {}", names.join(", "))),
+                        );
+                    }
+                }
+            }
+        }
+        let allow: Option<(Range<usize>, Vec<String>)> = raw.allow.map(|a| {
+            let span = a.span();
+            let mut list = Vec::new();
+            for entry in a.into_inner() {
+                if valid_host_port(entry.get_ref()) {
+                    list.push(entry.into_inner());
+                } else {
+                    self.err(
+                        entry.span(),
+                        format!("invalid allowlist entry `{}`", entry.get_ref()),
+                        Some("write host:port, e.g. \"crates.io:443\" or \"*.example.com:443\"".into()),
+                    );
+                }
+            }
+            (span, list)
+        });
+        if let Some(net) = raw.network {
+            spec.network = match net.get_ref().as_str() {
+                "deny" => Network::Deny,
+                "loopback" => Network::Loopback,
+                "allowlist" => Network::Allowlist(Vec::new()),
+                other => {
+                    self.err(
+                        net.span(),
+                        format!("unknown network mode `{other}`"),
+                        Some("use \"deny\", \"loopback\" or \"allowlist\"".into()),
+                    );
+                    spec.network
+                }
+            };
+        }
+        match (&mut spec.network, allow) {
+            (Network::Allowlist(list), Some((_, entries))) => *list = entries,
+            (Network::Allowlist(_), None) => {}
+            (_, Some((span, _))) => self.err(
+                span,
+                "`allow` needs `network = \"allowlist\"`",
+                Some("add network = \"allowlist\" to the same table".into()),
+            ),
+            (_, None) => {}
+        }
+        spec
+    }
+
+    fn plan(&mut self, raw: RawPlan) -> Plan {
+        match &raw.version {
+            None => self.err(
+                0..0,
+                "missing key `version`",
+                Some(format!("start the plan with `version = {VERSION}`")),
+            ),
+            Some(v) if *v.get_ref() != VERSION => self.err(
+                v.span(),
+                format!("unsupported plan version {}", v.get_ref()),
+                Some(format!("this ci-intel reads plan version {VERSION}")),
+            ),
+            Some(_) => {}
+        }
+        let name = raw.name.map(Spanned::into_inner).unwrap_or_else(|| {
+            self.path
+                .file_stem()
+                .map_or_else(|| "plan".into(), |s| s.to_string_lossy().into_owned())
+        });
+        let plan_dir = self
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_owned();
+        let root = match raw.root {
+            Some(r) => plan_dir.join(r.get_ref()),
+            None => plan_dir,
+        };
+        let source_date_epoch = raw.source_date_epoch.and_then(|s| {
+            u64::try_from(*s.get_ref()).ok().or_else(|| {
+                self.err(s.span(), "`source_date_epoch` must not be negative", None);
+                None
+            })
+        });
+        let env = self.env_table(raw.env);
+        let pass_env = self.env_names(&raw.pass_env, "environment variable");
+        let sandbox = self.sandbox(raw.sandbox, &SandboxSpec::default());
+
+        if raw.steps.is_empty() {
+            self.err(
+                0..0,
+                "the plan has no steps",
+                Some("add a step: [steps.build] run = \"make\"".into()),
+            );
+        }
+        let mut index = HashMap::with_capacity(raw.steps.len());
+        let mut id_spans = Vec::with_capacity(raw.steps.len());
+        for (i, id) in raw.steps.keys().enumerate() {
+            index.insert(id.get_ref().clone(), i);
+            id_spans.push(id.span());
+            if !is_valid_id(id.get_ref()) {
+                self.err(
+                    id.span(),
+                    format!("invalid step id `{}`", id.get_ref()),
+                    Some("step ids use letters, digits, '-', '_' and '.', start with a letter or digit, and are at most 128 characters".into()),
+                );
+            }
+        }
+        let mut steps = Vec::with_capacity(raw.steps.len());
+        let mut need_spans: Vec<Vec<Range<usize>>> = Vec::with_capacity(raw.steps.len());
+        let mut claimed: Vec<(String, usize)> = Vec::new();
+        for (id, rs) in raw.steps {
+            let (step, spans) = self.step(id, rs, &index, &env, &pass_env, &sandbox, &mut claimed, &steps);
+            steps.push(step);
+            need_spans.push(spans);
+        }
+        let topo = self.order(&steps, &need_spans, &id_spans);
+        Plan {
+            name,
+            path: self.path.to_owned(),
+            root,
+            source_date_epoch,
+            steps,
+            sandbox,
+            topo,
+            index,
+        }
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "one call site; the plan-wide defaults a step inherits")]
+    fn step(
+        &mut self,
+        id: Spanned<String>,
+        rs: RawStep,
+        index: &HashMap<String, usize>,
+        plan_env: &IndexMap<String, String>,
+        plan_pass: &[String],
+        plan_sandbox: &SandboxSpec,
+        claimed: &mut Vec<(String, usize)>,
+        earlier: &[Step],
+    ) -> (Step, Vec<Range<usize>>) {
+        let id_span = id.span();
+        let id = id.into_inner();
+        let program = match (rs.run, rs.argv) {
+            (Some(run), Some(argv)) => {
+                self.err(
+                    argv.span(),
+                    format!("step `{id}` has both `run` and `argv`"),
+                    Some("keep one: `run` is a shell script, `argv` runs a program directly".into()),
+                );
+                Program::Shell(run.into_inner())
+            }
+            (Some(run), None) => {
+                if run.get_ref().trim().is_empty() {
+                    self.err(
+                        run.span(),
+                        format!("step `{id}` has an empty command"),
+                        Some("give `run` a shell command, e.g. run = \"make test\"".into()),
+                    );
+                }
+                Program::Shell(run.into_inner())
+            }
+            (None, Some(argv)) => {
+                if argv.get_ref().first().is_none_or(|p| p.trim().is_empty()) {
+                    self.err(
+                        argv.span(),
+                        format!("step `{id}` has an empty command"),
+                        Some("`argv` needs at least a program, e.g. argv = [\"make\", \"test\"]".into()),
+                    );
+                }
+                Program::Argv(argv.into_inner())
+            }
+            (None, None) => {
+                self.err(
+                    id_span.clone(),
+                    format!("step `{id}` has no command"),
+                    Some("add `run = \"...\"` (a shell script) or `argv = [...]`".into()),
+                );
+                Program::Argv(Vec::new())
+            }
+        };
+
+        let mut needs = Vec::with_capacity(rs.needs.len());
+        let mut spans = Vec::with_capacity(rs.needs.len());
+        for n in &rs.needs {
+            match index.get(n.get_ref()) {
+                Some(&j) if needs.contains(&j) => self.err(
+                    n.span(),
+                    format!("step `{id}` needs `{}` twice", n.get_ref()),
+                    Some("remove the repeated entry".into()),
+                ),
+                Some(&j) => {
+                    needs.push(j);
+                    spans.push(n.span());
+                }
+                None => {
+                    let hint = match closest(n.get_ref(), index.keys().map(String::as_str)) {
+                        Some(k) => format!("did you mean `{k}`?"),
+                        None => "`needs` lists ids of steps defined in this plan".into(),
+                    };
+                    self.err(
+                        n.span(),
+                        format!("step `{id}` needs unknown step `{}`", n.get_ref()),
+                        Some(hint),
+                    );
+                }
+            }
+        }
+
+        let mut inputs = Vec::with_capacity(rs.inputs.len());
+        for g in rs.inputs {
+            match globset::Glob::new(g.get_ref()) {
+                Ok(_) if Path::new(g.get_ref()).is_absolute() || g.get_ref().split('/').any(|c| c == "..") => {
+                    self.err(
+                        g.span(),
+                        format!("input `{}` is outside the plan root", g.get_ref()),
+                        Some("inputs are globs relative to the plan root".into()),
+                    );
+                }
+                Ok(_) => inputs.push(g.into_inner()),
+                Err(e) => {
+                    let kind = e.kind().to_string();
+                    self.err(
+                        g.span(),
+                        format!("invalid input glob `{}`: {kind}", g.get_ref()),
+                        Some("globs use *, ** and {a,b}; see docs/plan-format.md".into()),
+                    );
+                }
+            }
+        }
+
+        let mut outputs = Vec::with_capacity(rs.outputs.len());
+        let me = earlier.len();
+        for o in rs.outputs {
+            let Some(norm) = normalize_output(o.get_ref()) else {
+                self.err(
+                    o.span(),
+                    format!("output `{}` is not a path inside the plan root", o.get_ref()),
+                    Some("outputs are relative paths without `..`; end a directory with `/`".into()),
+                );
+                continue;
+            };
+            if let Some((other, owner)) = claimed.iter().find(|(c, _)| overlaps(c, &norm)) {
+                let owner_id = if *owner == me { id.as_str() } else { earlier[*owner].id.as_str() };
+                self.err(
+                    o.span(),
+                    format!("output `{}` of step `{id}` is also claimed by step `{owner_id}` (`{other}`)", o.get_ref()),
+                    Some("each output path belongs to one step; let the other step `needs` it instead".into()),
+                );
+                continue;
+            }
+            claimed.push((norm.clone(), me));
+            outputs.push(norm);
+        }
+
+        let mut env = plan_env.clone();
+        env.extend(self.env_table(rs.env));
+        let mut pass_env = plan_pass.to_vec();
+        for n in self.env_names(&rs.pass_env, "environment variable") {
+            if !pass_env.contains(&n) {
+                pass_env.push(n);
+            }
+        }
+        let secrets = self.env_names(&rs.secrets, "secret");
+
+        let timeout = rs.timeout.and_then(|t| match parse_duration(t.get_ref()) {
+            Ok(d) if !d.is_zero() => Some(d),
+            Ok(_) => {
+                self.err(t.span(), "timeout must be longer than zero", Some("omit `timeout` for no limit".into()));
+                None
+            }
+            Err(e) => {
+                self.err(
+                    t.span(),
+                    format!("invalid timeout `{}`: {e}", t.get_ref()),
+                    Some("write a duration such as \"90s\", \"10m\" or \"1h 30m\"".into()),
+                );
+                None
+            }
+        });
+
+        let retries = rs.retries.map_or_else(RetryPolicy::default, |r| self.retries(r));
+
+        let cpus = match rs.cpus {
+            None => 1,
+            Some(c) => match u32::try_from(*c.get_ref()) {
+                Ok(n) if (1..=1024).contains(&n) => n,
+                _ => {
+                    self.err(c.span(), format!("cpus must be between 1 and 1024, not {}", c.get_ref()), Some("cpus is the number of job slots the step occupies".into()));
+                    1
+                }
+            },
+        };
+
+        let mut tools = Vec::new();
+        for t in rs.tools {
+            if t.get_ref().trim().is_empty() || t.get_ref().contains(char::is_whitespace) {
+                self.err(t.span(), format!("invalid tool `{}`", t.get_ref()), Some("name a program on PATH (\"cc\") or give its path".into()));
+            } else {
+                tools.push(t.into_inner());
+            }
+        }
+        let mut normalize = Vec::new();
+        for n in rs.normalize {
+            const KNOWN: [&str; 5] = ["zip", "tar", "gzip", "ar", "jar"];
+            if KNOWN.contains(&n.get_ref().as_str()) {
+                normalize.push(n.into_inner());
+            } else {
+                self.err(n.span(), format!("unknown normaliser `{}`", n.get_ref()), Some(format!("known normalisers: {}", KNOWN.join(", "))));
+            }
+        }
+        let sandbox = self.sandbox(rs.sandbox, plan_sandbox);
+        let step = Step {
+            id,
+            program,
+            needs,
+            inputs,
+            outputs,
+            env,
+            pass_env,
+            secrets,
+            timeout,
+            retries,
+            cpus,
+            cache: rs.cache.unwrap_or(true),
+            allow_failure: rs.allow_failure.unwrap_or(false),
+            tools,
+            deterministic: rs.deterministic.unwrap_or(false),
+            normalize,
+            sandbox,
+        };
+        (step, spans)
+    }
+
+    fn retries(&mut self, r: Spanned<RawRetries>) -> RetryPolicy {
+        let span = r.span();
+        let mut policy = RetryPolicy::default();
+        let (count, backoff, delay, max_delay) = match r.into_inner() {
+            RawRetries::Count(c) => (c, None, None, None),
+            RawRetries::Table(t) => (t.count, t.backoff, t.delay, t.max_delay),
+        };
+        match u32::try_from(count) {
+            Ok(c) if c <= 100 => policy.count = c,
+            _ => self.err(span.clone(), format!("retry count must be between 0 and 100, not {count}"), None),
+        }
+        if let Some(b) = backoff {
+            policy.backoff = match b.as_str() {
+                "exponential" => Backoff::Exponential,
+                "fixed" => Backoff::Fixed,
+                "none" => Backoff::None,
+                other => {
+                    self.err(span.clone(), format!("unknown backoff `{other}`"), Some("use \"exponential\", \"fixed\" or \"none\"".into()));
+                    Backoff::Exponential
+                }
+            };
+        }
+        for (value, slot, key) in [(delay, &mut policy.delay, "delay"), (max_delay, &mut policy.max_delay, "max_delay")] {
+            if let Some(v) = value {
+                match parse_duration(&v) {
+                    Ok(d) => *slot = d,
+                    Err(e) => self.err(span.clone(), format!("invalid retry {key} `{v}`: {e}"), Some("write a duration such as \"500ms\" or \"2s\"".into())),
+                }
+            }
+        }
+        policy
+    }
+
+    /// Topological order; reports every cycle's path.
+    fn order(&mut self, steps: &[Step], need_spans: &[Vec<Range<usize>>], id_spans: &[Range<usize>]) -> Vec<usize> {
+        let n = steps.len();
+        let mut graph = petgraph::graphmap::DiGraphMap::<usize, ()>::with_capacity(n, n);
+        for i in 0..n {
+            graph.add_node(i);
+        }
+        for (i, s) in steps.iter().enumerate() {
+            for &d in &s.needs {
+                graph.add_edge(d, i, ());
+            }
+        }
+        match petgraph::algo::toposort(&graph, None) {
+            Ok(order) => order,
+            Err(cycle) => {
+                let path = find_cycle(steps, cycle.node_id());
+                // Point at the `needs` entry that closes the cycle in its first step.
+                let (a, b) = (path[0], path[1]);
+                let span = steps[a]
+                    .needs
+                    .iter()
+                    .position(|&x| x == b)
+                    .map_or_else(|| id_spans[a].clone(), |k| need_spans[a][k].clone());
+                let names: Vec<&str> = path.iter().map(|&i| steps[i].id.as_str()).collect();
+                self.err(
+                    span,
+                    format!("dependency cycle: {}", names.join(" -> ")),
+                    Some("`a -> b` means a needs b; a step cannot need itself, directly or through other steps, so remove one of these `needs`".into()),
+                );
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// A cycle through `start`, as step indices following `needs` edges, first == last.
+fn find_cycle(steps: &[Step], start: usize) -> Vec<usize> {
+    // Depth-first along `needs`, iteratively, until we come back to a node on the stack.
+    let mut on_stack = vec![false; steps.len()];
+    let mut visited = vec![false; steps.len()];
+    let mut stack: Vec<(usize, usize)> = vec![(start, 0)];
+    on_stack[start] = true;
+    visited[start] = true;
+    while let Some(&mut (node, ref mut next)) = stack.last_mut() {
+        if let Some(&dep) = steps[node].needs.get(*next) {
+            *next += 1;
+            if on_stack[dep] {
+                let pos = stack.iter().position(|(n, _)| *n == dep).unwrap_or(0);
+                let mut path: Vec<usize> = stack[pos..].iter().map(|(n, _)| *n).collect();
+                path.push(dep);
+                return path;
+            }
+            if !visited[dep] {
+                visited[dep] = true;
+                on_stack[dep] = true;
+                stack.push((dep, 0));
+            }
+        } else {
+            on_stack[node] = false;
+            stack.pop();
+        }
+    }
+    // toposort said `start` is on a cycle; fall back to naming it alone.
+    vec![start, start]
+}
+
+fn valid_host_port(entry: &str) -> bool {
+    let Some((host, port)) = entry.rsplit_once(':') else {
+        return false;
+    };
+    let host = host.strip_prefix("*.").unwrap_or(host);
+    port.parse::<u16>().is_ok_and(|p| p > 0)
+        && !host.is_empty()
+        && host
+            .split('.')
+            .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+}

@@ -1,0 +1,337 @@
+//! The `ci-intel` binary: arguments, reporters and exit codes.
+//!
+//! It wires the crates together and owns no logic of its own: plans are parsed and
+//! dispatched by the scheduler, steps are run by the executor, processes are contained by
+//! the sandbox, results are found again by the cache.
+//!
+//! Exit codes: 0 success; 1 a step failed (or timed out, or was cancelled); 2 usage or
+//! plan error; 3 the host cannot provide a required isolation layer; 130 interrupted.
+
+mod cli;
+mod report;
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use ci_intel_executor::{
+    CancelLevel, CancelSource, DryRun, FixedEnv, Posture, ProcessExecutor,
+    ProcessExecutorConfig, Watchdog,
+};
+use ci_intel_scheduler::{
+    DispatchOptions, LoadError, Plan, Selection, SelectionError, StaticEstimator, StepState,
+    dispatch, load_plan, priorities, render_dot, render_mermaid,
+};
+use clap::Parser;
+
+use crate::cli::{Cli, Command, GraphFormat, PlanCommand, RunArgs};
+use crate::report::Reporter;
+
+/// Documented exit codes.
+mod exit {
+    pub(crate) const SUCCESS: u8 = 0;
+    pub(crate) const STEP_FAILED: u8 = 1;
+    pub(crate) const USAGE: u8 = 2;
+    pub(crate) const ISOLATION: u8 = 3;
+    pub(crate) const INTERRUPTED: u8 = 130;
+}
+
+/// An expected failure: what went wrong, how to fix it, and the exit code.
+struct Failure {
+    code: u8,
+    message: String,
+    hint: Option<String>,
+}
+
+impl Failure {
+    fn usage(message: impl Into<String>, hint: Option<String>) -> Failure {
+        Failure {
+            code: exit::USAGE,
+            message: message.into(),
+            hint,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CI_INTEL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Plan(PlanCommand::Check { plan }) => plan_check(&plan),
+        Command::Plan(PlanCommand::Graph { plan, format }) => plan_graph(&plan, format),
+        Command::Doctor { json } => Ok(doctor(json)),
+    };
+    match result {
+        Ok(Ok(code)) => ExitCode::from(code),
+        Ok(Err(f)) => {
+            eprint!("{}", f.message);
+            if !f.message.ends_with('\n') {
+                eprintln!();
+            }
+            if let Some(h) = f.hint {
+                eprintln!("hint: {h}");
+            }
+            ExitCode::from(f.code)
+        }
+        Err(e) => {
+            eprintln!("error: internal failure: {e:#}");
+            eprintln!("hint: this is a bug or a host problem (disk, permissions); rerun with CI_INTEL_LOG=debug for details");
+            ExitCode::from(exit::STEP_FAILED)
+        }
+    }
+}
+
+type Outcome = anyhow::Result<Result<u8, Failure>>;
+
+fn load(path: &Path) -> Result<Plan, Failure> {
+    load_plan(path).map_err(|e| match e {
+        LoadError::Read { path, source } => Failure::usage(
+            format!("error: cannot read plan file {}: {source}", path.display()),
+            Some("pass the path of a plan TOML file, e.g. `ci-intel run plans/demo.toml`".into()),
+        ),
+        invalid @ LoadError::Invalid { .. } => Failure::usage(invalid.to_string(), None),
+    })
+}
+
+fn plan_check(path: &Path) -> Outcome {
+    let plan = match load(path) {
+        Ok(p) => p,
+        Err(f) => return Ok(Err(f)),
+    };
+    let edges: usize = plan.steps.iter().map(|s| s.needs.len()).sum();
+    println!(
+        "{}: plan `{}` is valid: {} step{}, {edges} dependenc{}",
+        path.display(),
+        plan.name,
+        plan.steps.len(),
+        if plan.steps.len() == 1 { "" } else { "s" },
+        if edges == 1 { "y" } else { "ies" },
+    );
+    Ok(Ok(exit::SUCCESS))
+}
+
+fn plan_graph(path: &Path, format: GraphFormat) -> Outcome {
+    let plan = match load(path) {
+        Ok(p) => p,
+        Err(f) => return Ok(Err(f)),
+    };
+    print!(
+        "{}",
+        match format {
+            GraphFormat::Dot => render_dot(&plan, None),
+            GraphFormat::Mermaid => render_mermaid(&plan),
+        }
+    );
+    Ok(Ok(exit::SUCCESS))
+}
+
+fn doctor(json: bool) -> Result<u8, Failure> {
+    let posture = Posture::current();
+    if json {
+        let layers: Vec<String> = posture
+            .layers
+            .iter()
+            .map(|l| {
+                format!(
+                    "{{\"layer\":\"{}\",\"level\":\"{}\",\"detail\":\"{}\"}}",
+                    l.layer, l.level, l.detail
+                )
+            })
+            .collect();
+        println!("{{\"layers\":[{}]}}", layers.join(","));
+    } else {
+        println!("{:<14} {:<13} DETAIL", "LAYER", "ENFORCED");
+        for l in &posture.layers {
+            println!("{:<14} {:<13} {}", l.layer.name(), l.level.to_string(), l.detail);
+        }
+    }
+    Ok(exit::SUCCESS)
+}
+
+fn run_id() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs();
+    let (days, rem) = (secs / 86400, secs % 86400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z-{}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        std::process::id()
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's method).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+fn run(args: RunArgs) -> Outcome {
+    let plan = match load(&args.plan) {
+        Ok(p) => p,
+        Err(f) => return Ok(Err(f)),
+    };
+    let selection = match Selection::of(&plan, &args.steps) {
+        Ok(s) => s,
+        Err(SelectionError::UnknownStep { id, plan: name, suggestion }) => {
+            let known: Vec<&str> = plan.steps.iter().map(|s| s.id.as_str()).take(20).collect();
+            let hint = match suggestion {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => format!("steps in this plan: {}", known.join(", ")),
+            };
+            return Ok(Err(Failure::usage(format!("error: no step `{id}` in plan `{name}`"), Some(hint))));
+        }
+    };
+    let posture = Posture::current();
+    let mut required: Vec<_> = plan
+        .steps
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| selection.contains(*i))
+        .flat_map(|(_, s)| s.sandbox.require.iter().copied())
+        .collect();
+    required.sort();
+    required.dedup();
+    let missing = posture.missing(&required);
+    if !missing.is_empty() && !args.dry_run {
+        let names: Vec<&str> = missing.iter().map(|l| l.name()).collect();
+        return Ok(Err(Failure {
+            code: exit::ISOLATION,
+            message: format!(
+                "error: the plan requires isolation layers this host does not enforce: {}",
+                names.join(", ")
+            ),
+            hint: Some("run `ci-intel doctor` to see what this host enforces, or remove them from `require`".into()),
+        }));
+    }
+
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
+    if jobs == 0 {
+        return Ok(Err(Failure::usage("error: --jobs must be at least 1", None)));
+    }
+    let state_dir = args.state_dir.clone().unwrap_or_else(|| plan.root.join(".ci-intel"));
+    let run_dir = state_dir.join("runs").join(run_id());
+    std::fs::create_dir_all(&run_dir)
+        .with_context(|| format!("creating run directory {}", run_dir.display()))?;
+    let run_dir = run_dir.canonicalize().unwrap_or(run_dir);
+    let prio = priorities(&plan, &StaticEstimator::default());
+    let options = DispatchOptions {
+        jobs,
+        keep_going: args.keep_going,
+        run_dir: run_dir.clone(),
+        seed: args.seed.unwrap_or_else(|| fastrand_seed()),
+    };
+
+    // The watchdog is forked before any runtime thread exists.
+    let watchdog = if args.dry_run {
+        None
+    } else {
+        Some(Watchdog::start().context("starting the step watchdog")?)
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let reporter = Arc::new(Reporter::new(selection.len()));
+    let interrupt = CancelSource::new();
+    let report = runtime.block_on(async {
+        let signals = tokio::spawn(watch_signals(interrupt.clone()));
+        let token = interrupt.token();
+        let result = if args.dry_run {
+            dispatch(&plan, &selection, &prio, Arc::new(DryRun), &*reporter, &options, token).await
+        } else {
+            let sde = FixedEnv::commit_time(&plan.root)
+                .or(plan.source_date_epoch)
+                .unwrap_or(0);
+            let config = ProcessExecutorConfig {
+                grace: args.grace,
+                live_output_limit: args.live_output,
+                fixed_env: FixedEnv {
+                    source_date_epoch: sde,
+                    ..FixedEnv::default()
+                },
+                ..ProcessExecutorConfig::default()
+            };
+            let exec = ProcessExecutor::new(config, reporter.clone(), watchdog.clone());
+            dispatch(&plan, &selection, &prio, Arc::new(exec), &*reporter, &options, token).await
+        };
+        signals.abort();
+        result
+    });
+    reporter.finish();
+    drop(runtime);
+    let report = report.context("running the plan")?;
+
+    print!("{}", report::summary(&report, &run_dir));
+    for r in &report.results {
+        if matches!(r.state, StepState::Failed | StepState::TimedOut) {
+            if let Some(o) = &r.outcome {
+                let tail = report::tail(&o.log_path, 20);
+                println!(
+                    "\n--- {} {} ({}); last lines of {}:\n{}",
+                    r.id,
+                    r.state.label(),
+                    o.message.as_deref().unwrap_or(""),
+                    o.log_path.display(),
+                    tail
+                );
+                println!("rerun it alone: ci-intel run {} --step {}", args.plan.display(), r.id);
+            }
+        }
+    }
+    drop(watchdog);
+    Ok(Ok(if report.interrupted {
+        exit::INTERRUPTED
+    } else if report.success() {
+        exit::SUCCESS
+    } else {
+        exit::STEP_FAILED
+    }))
+}
+
+fn fastrand_seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    t.as_nanos() as u64 ^ u64::from(std::process::id())
+}
+
+/// First SIGINT/SIGTERM: stop gracefully. Second: kill at once.
+async fn watch_signals(interrupt: CancelSource) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        tracing::warn!("cannot install signal handlers; Ctrl-C will not stop steps cleanly");
+        return;
+    };
+    let mut level = CancelLevel::Graceful;
+    loop {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        interrupt.cancel(level);
+        level = CancelLevel::Immediate;
+    }
+}
+
