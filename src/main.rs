@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use ci_intel_executor::{
-    CancelLevel, CancelSource, DryRun, FixedEnv, Posture, ProcessExecutor,
-    ProcessExecutorConfig, Watchdog,
+    CancelLevel, CancelSource, DryRun, FixedEnv, Posture, ProcessExecutor, ProcessExecutorConfig,
+    Watchdog,
 };
 use ci_intel_scheduler::{
     DispatchOptions, LoadError, Plan, Selection, SelectionError, StaticEstimator, StepState,
@@ -83,7 +83,9 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: internal failure: {e:#}");
-            eprintln!("hint: this is a bug or a host problem (disk, permissions); rerun with CI_INTEL_LOG=debug for details");
+            eprintln!(
+                "hint: this is a bug or a host problem (disk, permissions); rerun with CI_INTEL_LOG=debug for details"
+            );
             ExitCode::from(exit::STEP_FAILED)
         }
     }
@@ -136,21 +138,27 @@ fn plan_graph(path: &Path, format: GraphFormat) -> Outcome {
 fn doctor(json: bool) -> Result<u8, Failure> {
     let posture = Posture::current();
     if json {
-        let layers: Vec<String> = posture
+        let layers: Vec<serde_json::Value> = posture
             .layers
             .iter()
             .map(|l| {
-                format!(
-                    "{{\"layer\":\"{}\",\"level\":\"{}\",\"detail\":\"{}\"}}",
-                    l.layer, l.level, l.detail
-                )
+                serde_json::json!({
+                    "layer": l.layer.name(),
+                    "level": l.level.to_string(),
+                    "detail": l.detail,
+                })
             })
             .collect();
-        println!("{{\"layers\":[{}]}}", layers.join(","));
+        println!("{}", serde_json::json!({ "layers": layers }));
     } else {
         println!("{:<14} {:<13} DETAIL", "LAYER", "ENFORCED");
         for l in &posture.layers {
-            println!("{:<14} {:<13} {}", l.layer.name(), l.level.to_string(), l.detail);
+            println!(
+                "{:<14} {:<13} {}",
+                l.layer.name(),
+                l.level.to_string(),
+                l.detail
+            );
         }
     }
     Ok(exit::SUCCESS)
@@ -192,13 +200,20 @@ fn run(args: RunArgs) -> Outcome {
     };
     let selection = match Selection::of(&plan, &args.steps) {
         Ok(s) => s,
-        Err(SelectionError::UnknownStep { id, plan: name, suggestion }) => {
+        Err(SelectionError::UnknownStep {
+            id,
+            plan: name,
+            suggestion,
+        }) => {
             let known: Vec<&str> = plan.steps.iter().map(|s| s.id.as_str()).take(20).collect();
             let hint = match suggestion {
                 Some(s) => format!("did you mean `{s}`?"),
                 None => format!("steps in this plan: {}", known.join(", ")),
             };
-            return Ok(Err(Failure::usage(format!("error: no step `{id}` in plan `{name}`"), Some(hint))));
+            return Ok(Err(Failure::usage(
+                format!("error: no step `{id}` in plan `{name}`"),
+                Some(hint),
+            )));
         }
     };
     let posture = Posture::current();
@@ -228,9 +243,15 @@ fn run(args: RunArgs) -> Outcome {
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
     if jobs == 0 {
-        return Ok(Err(Failure::usage("error: --jobs must be at least 1", None)));
+        return Ok(Err(Failure::usage(
+            "error: --jobs must be at least 1",
+            None,
+        )));
     }
-    let state_dir = args.state_dir.clone().unwrap_or_else(|| plan.root.join(".ci-intel"));
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| plan.root.join(".ci-intel"));
     let run_dir = state_dir.join("runs").join(run_id());
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("creating run directory {}", run_dir.display()))?;
@@ -240,7 +261,7 @@ fn run(args: RunArgs) -> Outcome {
         jobs,
         keep_going: args.keep_going,
         run_dir: run_dir.clone(),
-        seed: args.seed.unwrap_or_else(|| fastrand_seed()),
+        seed: args.seed.unwrap_or_else(|| fastrand::u64(..)),
     };
 
     // The watchdog is forked before any runtime thread exists.
@@ -259,7 +280,16 @@ fn run(args: RunArgs) -> Outcome {
         let signals = tokio::spawn(watch_signals(interrupt.clone()));
         let token = interrupt.token();
         let result = if args.dry_run {
-            dispatch(&plan, &selection, &prio, Arc::new(DryRun), &*reporter, &options, token).await
+            dispatch(
+                &plan,
+                &selection,
+                &prio,
+                Arc::new(DryRun),
+                &*reporter,
+                &options,
+                token,
+            )
+            .await
         } else {
             let sde = FixedEnv::commit_time(&plan.root)
                 .or(plan.source_date_epoch)
@@ -274,7 +304,16 @@ fn run(args: RunArgs) -> Outcome {
                 ..ProcessExecutorConfig::default()
             };
             let exec = ProcessExecutor::new(config, reporter.clone(), watchdog.clone());
-            dispatch(&plan, &selection, &prio, Arc::new(exec), &*reporter, &options, token).await
+            dispatch(
+                &plan,
+                &selection,
+                &prio,
+                Arc::new(exec),
+                &*reporter,
+                &options,
+                token,
+            )
+            .await
         };
         signals.abort();
         result
@@ -288,15 +327,28 @@ fn run(args: RunArgs) -> Outcome {
         if matches!(r.state, StepState::Failed | StepState::TimedOut) {
             if let Some(o) = &r.outcome {
                 let tail = report::tail(&o.log_path, 20);
+                // A message that names the failure (e.g. "command not found: X") still
+                // gets the exit code the step ended with.
+                let mut what = o.message.clone().unwrap_or_default();
+                if let Some(code) = o.exit_code.filter(|_| !what.contains("exit code")) {
+                    what = if what.is_empty() {
+                        format!("exit code {code}")
+                    } else {
+                        format!("{what}; exit code {code}")
+                    };
+                }
                 println!(
-                    "\n--- {} {} ({}); last lines of {}:\n{}",
+                    "\n--- {} {} ({what}); last lines of {}:\n{}",
                     r.id,
                     r.state.label(),
-                    o.message.as_deref().unwrap_or(""),
                     o.log_path.display(),
                     tail
                 );
-                println!("rerun it alone: ci-intel run {} --step {}", args.plan.display(), r.id);
+                println!(
+                    "rerun it alone: ci-intel run {} --step {}",
+                    args.plan.display(),
+                    r.id
+                );
             }
         }
     }
@@ -310,17 +362,13 @@ fn run(args: RunArgs) -> Outcome {
     }))
 }
 
-fn fastrand_seed() -> u64 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    t.as_nanos() as u64 ^ u64::from(std::process::id())
-}
-
 /// First SIGINT/SIGTERM: stop gracefully. Second: kill at once.
 async fn watch_signals(interrupt: CancelSource) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
         tracing::warn!("cannot install signal handlers; Ctrl-C will not stop steps cleanly");
         return;
     };
@@ -334,4 +382,3 @@ async fn watch_signals(interrupt: CancelSource) {
         level = CancelLevel::Immediate;
     }
 }
-

@@ -84,7 +84,10 @@ impl Observer for Reporter {
                 self.println(&format!(
                     "     RETRY {} ({}; attempt {next_attempt} of {} in {})",
                     step.id,
-                    outcome.message.as_deref().unwrap_or(outcome.status.as_str()),
+                    outcome
+                        .message
+                        .as_deref()
+                        .unwrap_or(outcome.status.as_str()),
                     step.retries.count + 1,
                     secs(*delay)
                 ));
@@ -100,7 +103,9 @@ impl Observer for Reporter {
                     .and_then(|o| o.message.clone())
                     .unwrap_or_default();
                 let line = match &result.state {
-                    StepState::Succeeded => format!("      PASS {} ({})", step.id, secs(result.duration)),
+                    StepState::Succeeded => {
+                        format!("      PASS {} ({})", step.id, secs(result.duration))
+                    }
                     StepState::Skipped(reason) => format!("      SKIP {}: {reason}", step.id),
                     state => {
                         let tag = match state {
@@ -114,7 +119,11 @@ impl Observer for Reporter {
                             .as_ref()
                             .map(|o| format!("; log: {}", o.log_path.display()))
                             .unwrap_or_default();
-                        format!("{tag} {} ({detail}, {}{log})", step.id, secs(result.duration))
+                        format!(
+                            "{tag} {} ({detail}, {}{log})",
+                            step.id,
+                            secs(result.duration)
+                        )
                     }
                 };
                 self.println(&line);
@@ -132,15 +141,28 @@ impl OutputSink for Reporter {
 
 /// The table printed at the end of a run.
 pub(crate) fn summary(report: &RunReport, run_dir: &Path) -> String {
-    let width = report.results.iter().map(|r| r.id.len()).max().unwrap_or(4).max(4);
-    let mut s = format!("\n{:<width$}  {:<16}  {:>9}  {:>8}\n", "STEP", "STATUS", "DURATION", "ATTEMPTS");
+    let width = report
+        .results
+        .iter()
+        .map(|r| r.id.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let mut s = format!(
+        "\n{:<width$}  {:<16}  {:>9}  {:>8}\n",
+        "STEP", "STATUS", "DURATION", "ATTEMPTS"
+    );
     let mut counts: Vec<(&str, usize)> = Vec::new();
     for r in &report.results {
         s.push_str(&format!(
             "{:<width$}  {:<16}  {:>9}  {:>8}\n",
             r.id,
             r.state.label(),
-            if r.attempts == 0 { "-".into() } else { secs(r.duration) },
+            if r.attempts == 0 {
+                "-".into()
+            } else {
+                secs(r.duration)
+            },
             r.attempts
         ));
         match counts.iter_mut().find(|(l, _)| *l == r.state.label()) {

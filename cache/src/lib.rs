@@ -85,9 +85,6 @@ mod tests {
 
     #[test]
     fn disabled_cache_always_misses() {
-        assert_eq!(
-            Disabled.lookup(&ActionKey([7; 32])).unwrap(),
-            Lookup::Miss
-        );
+        assert_eq!(Disabled.lookup(&ActionKey([7; 32])).unwrap(), Lookup::Miss);
     }
 }

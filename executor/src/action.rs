@@ -61,7 +61,8 @@ pub struct FixedEnv {
 
 impl FixedEnv {
     /// The `PATH` steps get unless the plan passes the host's.
-    pub const DEFAULT_PATH: &'static str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    pub const DEFAULT_PATH: &'static str =
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
     /// The fixed set as name/value pairs, in a stable order. `HOME` is per step.
     pub fn vars(&self) -> [(&'static str, String); 6] {
@@ -190,7 +191,14 @@ mod tests {
         let names: Vec<_> = vars.iter().map(|(k, _)| *k).collect();
         assert_eq!(
             names,
-            ["PATH", "TZ", "LC_ALL", "LANG", "SOURCE_DATE_EPOCH", "PYTHONHASHSEED"]
+            [
+                "PATH",
+                "TZ",
+                "LC_ALL",
+                "LANG",
+                "SOURCE_DATE_EPOCH",
+                "PYTHONHASHSEED"
+            ]
         );
         assert_eq!(vars[1].1, "UTC");
         assert_eq!(vars[4].1, "0");

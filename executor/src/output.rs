@@ -24,6 +24,8 @@ pub(crate) struct OutputProcessor<'a> {
     partial: Vec<u8>,
     live_left: u64,
     live_truncated: bool,
+    /// The fast path wrote a chunk that did not end a line: `finish` must end it.
+    open_line: bool,
     log_hint: String,
     tail: VecDeque<u8>,
     /// Bytes the step wrote.
@@ -51,6 +53,7 @@ impl<'a> OutputProcessor<'a> {
             live_left: live_limit,
             // With no live output asked for, there is nothing to say was truncated.
             live_truncated: live_limit == 0,
+            open_line: false,
             log_hint,
             tail: VecDeque::with_capacity(TAIL),
             total: 0,
@@ -73,6 +76,9 @@ impl<'a> OutputProcessor<'a> {
         self.total += chunk.len() as u64;
         // Fast path: nothing to redact and nothing more to show live.
         if self.secrets.is_empty() && self.live_left == 0 && self.partial.is_empty() {
+            if let Some(&last) = chunk.last() {
+                self.open_line = last != b'\n';
+            }
             self.push_tail(chunk);
             return self.log.write_all(chunk);
         }
@@ -94,11 +100,14 @@ impl<'a> OutputProcessor<'a> {
         Ok(())
     }
 
-    /// Flushes the last partial line and the log.
+    /// Ends an unterminated last line, whichever path wrote it, and flushes the log.
     pub(crate) fn finish(&mut self) -> io::Result<()> {
         if !self.partial.is_empty() {
             let line = std::mem::take(&mut self.partial);
             self.emit(&line, true)?;
+        } else if std::mem::take(&mut self.open_line) {
+            self.log.write_all(b"\n")?;
+            self.push_tail(b"\n");
         }
         self.log.flush()
     }
@@ -275,6 +284,18 @@ mod tests {
         assert_eq!(log.len(), chunk.len());
         assert_eq!(live.len(), 6, "{live:?}");
         assert!(live[5].contains("live output truncated; the full log is LOG"));
+    }
+
+    #[test]
+    fn an_unterminated_last_line_is_ended_whichever_path_wrote_it() {
+        // Live output on: the line-splitting path ends the last line.
+        let (log, _) = run(&[b"a\nb"], &[], 1 << 20);
+        assert_eq!(log, "a\nb\n");
+        // Live output used up: the pass-through path must end it the same way.
+        let (log, _) = run(&[b"a\n", b"b"], &[], 0);
+        assert_eq!(log, "a\nb\n");
+        let (log, _) = run(&[b"a\n"], &[], 0);
+        assert_eq!(log, "a\n");
     }
 
     #[test]

@@ -141,8 +141,11 @@ impl Execute for ProcessExecutor {
             action.log_path.display().to_string(),
         );
         if action.attempt > 1 {
-            out.note(&format!("attempt {} of {}", action.attempt, action.max_attempts))
-                .map_err(log_err)?;
+            out.note(&format!(
+                "attempt {} of {}",
+                action.attempt, action.max_attempts
+            ))
+            .map_err(log_err)?;
         }
         let mut outcome = Outcome::new(Status::Failed, action.log_path.clone());
         outcome.started_at = started_at;
@@ -180,7 +183,8 @@ impl Execute for ProcessExecutor {
             Ok(c) => c,
             Err(SpawnError::NotFound { program }) => {
                 let message = format!("command not found: {program}");
-                out.feed(format!("{message}\n").as_bytes()).map_err(log_err)?;
+                out.feed(format!("{message}\n").as_bytes())
+                    .map_err(log_err)?;
                 out.finish().map_err(log_err)?;
                 outcome.exit_code = Some(127);
                 outcome.message = Some(message);
@@ -189,7 +193,8 @@ impl Execute for ProcessExecutor {
             }
             Err(e @ (SpawnError::PermissionDenied { .. } | SpawnError::MissingCwd { .. })) => {
                 let message = e.to_string();
-                out.feed(format!("{message}\n").as_bytes()).map_err(log_err)?;
+                out.feed(format!("{message}\n").as_bytes())
+                    .map_err(log_err)?;
                 out.finish().map_err(log_err)?;
                 outcome.exit_code = Some(126);
                 outcome.message = Some(message);
@@ -198,8 +203,8 @@ impl Execute for ProcessExecutor {
             }
             Err(e) => return Err(ExecuteError::Spawn(e)),
         };
-        let mut reader = tokio::net::unix::pipe::Receiver::from_owned_fd(rx)
-            .map_err(ExecuteError::Pipe)?;
+        let mut reader =
+            tokio::net::unix::pipe::Receiver::from_owned_fd(rx).map_err(ExecuteError::Pipe)?;
 
         let deadline = action.timeout.map(|t| tokio::time::Instant::now() + t);
         let mut stopping: Option<Status> = None;
@@ -369,7 +374,10 @@ mod tests {
         let sink = Arc::new(Collect::default());
         let out = executor(sink.clone())
             .execute(
-                action(dir.path(), Program::Shell("echo $GREETING; echo err >&2".into())),
+                action(
+                    dir.path(),
+                    Program::Shell("echo $GREETING; echo err >&2".into()),
+                ),
                 Cancel::never(),
             )
             .await
@@ -385,7 +393,10 @@ mod tests {
     async fn failure_is_data_not_error() {
         let dir = tempfile::tempdir().unwrap();
         let out = executor(Arc::default())
-            .execute(action(dir.path(), Program::Shell("exit 3".into())), Cancel::never())
+            .execute(
+                action(dir.path(), Program::Shell("exit 3".into())),
+                Cancel::never(),
+            )
             .await
             .unwrap();
         assert_eq!(out.status, Status::Failed);
@@ -398,13 +409,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let exec = executor(Arc::default());
         let argv = Program::Argv(vec!["ci-intel-no-such-tool".into()]);
-        let out = exec.execute(action(dir.path(), argv), Cancel::never()).await.unwrap();
+        let out = exec
+            .execute(action(dir.path(), argv), Cancel::never())
+            .await
+            .unwrap();
         assert_eq!(out.exit_code, Some(127));
-        assert_eq!(out.message.as_deref(), Some("command not found: ci-intel-no-such-tool"));
+        assert_eq!(
+            out.message.as_deref(),
+            Some("command not found: ci-intel-no-such-tool")
+        );
         let shell = Program::Shell("ci-intel-no-such-tool --flag".into());
-        let out = exec.execute(action(dir.path(), shell), Cancel::never()).await.unwrap();
+        let out = exec
+            .execute(action(dir.path(), shell), Cancel::never())
+            .await
+            .unwrap();
         assert_eq!(out.exit_code, Some(127));
-        assert_eq!(out.message.as_deref(), Some("command not found: ci-intel-no-such-tool"));
+        assert_eq!(
+            out.message.as_deref(),
+            Some("command not found: ci-intel-no-such-tool")
+        );
     }
 
     #[tokio::test]
@@ -412,7 +435,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut a = action(dir.path(), Program::Shell("sleep 30".into()));
         a.timeout = Some(Duration::from_millis(100));
-        let out = executor(Arc::default()).execute(a, Cancel::never()).await.unwrap();
+        let out = executor(Arc::default())
+            .execute(a, Cancel::never())
+            .await
+            .unwrap();
         assert_eq!(out.status, Status::TimedOut);
         assert_eq!(out.signal, Some(libc::SIGTERM));
         assert_eq!(out.message.as_deref(), Some("timed out after 0.1s"));
@@ -423,7 +449,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut a = action(dir.path(), Program::Shell("trap '' TERM; sleep 30".into()));
         a.timeout = Some(Duration::from_millis(50));
-        let out = executor(Arc::default()).execute(a, Cancel::never()).await.unwrap();
+        let out = executor(Arc::default())
+            .execute(a, Cancel::never())
+            .await
+            .unwrap();
         assert_eq!(out.status, Status::TimedOut);
         assert_eq!(out.signal, Some(libc::SIGKILL));
     }
@@ -440,12 +469,18 @@ mod tests {
             Arc::new(Collect::default()),
             None,
         );
-        let a = action(dir.path(), Program::Shell("trap '' TERM; echo ready; sleep 30".into()));
+        let a = action(
+            dir.path(),
+            Program::Shell("trap '' TERM; echo ready; sleep 30".into()),
+        );
         let token = src.token();
         let run = tokio::spawn(async move { exec.execute(a, token).await });
         // Wait until the step is running (its log says so), then escalate.
         let log = dir.path().join("logs/s.log");
-        while !std::fs::read_to_string(&log).unwrap_or_default().contains("ready") {
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("ready")
+        {
             tokio::task::yield_now().await;
             std::thread::sleep(Duration::from_millis(2));
         }
@@ -462,9 +497,15 @@ mod tests {
         // SAFETY: the variable name is unique to this test; no other thread reads it.
         unsafe { std::env::set_var("CI_INTEL_TEST_SECRET_X", "s3cr3t-value") };
         let sink = Arc::new(Collect::default());
-        let mut a = action(dir.path(), Program::Shell("echo \"key=$CI_INTEL_TEST_SECRET_X\"".into()));
+        let mut a = action(
+            dir.path(),
+            Program::Shell("echo \"key=$CI_INTEL_TEST_SECRET_X\"".into()),
+        );
         a.secrets = vec!["CI_INTEL_TEST_SECRET_X".into()];
-        let out = executor(sink.clone()).execute(a, Cancel::never()).await.unwrap();
+        let out = executor(sink.clone())
+            .execute(a, Cancel::never())
+            .await
+            .unwrap();
         assert_eq!(out.status, Status::Succeeded);
         assert_eq!(std::fs::read_to_string(&out.log_path).unwrap(), "key=***\n");
         assert_eq!(*sink.0.lock().unwrap(), ["[s] key=***"]);

@@ -343,7 +343,10 @@ mod tests {
     #[tokio::test]
     async fn environment_is_exactly_the_policy() {
         let dir = tempfile::tempdir().unwrap();
-        let policy = Policy::new(dir.path()).env("A", "1").env("A", "2").env("B", "x");
+        let policy = Policy::new(dir.path())
+            .env("A", "1")
+            .env("A", "2")
+            .env("B", "x");
         let (mut r, w) = pipe();
         let child = spawn(&policy, &sh("env | sort; umask; pwd"), w, None).unwrap();
         child.exited().await.unwrap();
@@ -399,13 +402,7 @@ mod tests {
             err.to_string(),
             "command not found: /nonexistent/ci-intel-nope"
         );
-        let err = spawn(
-            &Policy::new(dir.path().join("gone")),
-            &sh("true"),
-            w,
-            None,
-        )
-        .unwrap_err();
+        let err = spawn(&Policy::new(dir.path().join("gone")), &sh("true"), w, None).unwrap_err();
         assert!(matches!(err, SpawnError::MissingCwd { .. }), "{err:?}");
     }
 

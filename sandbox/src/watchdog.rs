@@ -194,7 +194,12 @@ mod tests {
     fn alive(pid: i32) -> bool {
         // A zombie counts as dead: it no longer runs.
         match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Ok(s) => !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+            Ok(s) => !s
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z'),
             Err(_) => false,
         }
     }
@@ -212,8 +217,16 @@ mod tests {
 
     #[test]
     fn dropping_the_last_handle_kills_registered_groups_only() {
-        let mut watched = Command::new("sleep").arg("300").process_group(0).spawn().unwrap();
-        let mut spared = Command::new("sleep").arg("300").process_group(0).spawn().unwrap();
+        let mut watched = Command::new("sleep")
+            .arg("300")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let mut spared = Command::new("sleep")
+            .arg("300")
+            .process_group(0)
+            .spawn()
+            .unwrap();
         let dog = Watchdog::start().unwrap();
         let clone = dog.clone();
         dog.register(watched.id() as i32);

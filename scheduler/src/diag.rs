@@ -31,10 +31,14 @@ impl Diagnostic {
     ) -> Diagnostic {
         let start = span.start.min(source.len());
         let line_start = source[..start].rfind('\n').map_or(0, |i| i + 1);
-        let line_end = source[start..].find('\n').map_or(source.len(), |i| start + i);
+        let line_end = source[start..]
+            .find('\n')
+            .map_or(source.len(), |i| start + i);
         let line = source[..start].matches('\n').count() + 1;
         let col = source[line_start..start].chars().count() + 1;
-        let text = source[line_start..line_end].trim_end_matches('\r').to_string();
+        let text = source[line_start..line_end]
+            .trim_end_matches('\r')
+            .to_string();
         let end = span.end.clamp(start, line_end);
         let len = source[start..end].chars().count().max(1);
         Diagnostic {
@@ -118,7 +122,13 @@ mod tests {
     fn positions_are_one_based_and_in_characters() {
         let src = "a = 1\nbé = \"x\"\n";
         let off = src.find('"').unwrap();
-        let d = Diagnostic::at("p.toml".as_ref(), src, off..off + 3, "bad", Some("fix".into()));
+        let d = Diagnostic::at(
+            "p.toml".as_ref(),
+            src,
+            off..off + 3,
+            "bad",
+            Some("fix".into()),
+        );
         assert_eq!((d.line, d.col), (2, 6));
         assert_eq!(
             d.to_string(),

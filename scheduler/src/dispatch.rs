@@ -201,7 +201,10 @@ pub async fn dispatch<E: Execute>(
     let mut ready = BinaryHeap::new();
     for (i, step) in plan.steps.iter().enumerate() {
         let missing = if selection.contains(i) {
-            step.needs.iter().filter(|&&d| selection.contains(d)).count()
+            step.needs
+                .iter()
+                .filter(|&&d| selection.contains(d))
+                .count()
         } else {
             0
         };
@@ -209,7 +212,11 @@ pub async fn dispatch<E: Execute>(
             dependents[d].push(i);
         }
         slots.push(Slot {
-            phase: if selection.contains(i) { Phase::Pending } else { Phase::Done },
+            phase: if selection.contains(i) {
+                Phase::Pending
+            } else {
+                Phase::Done
+            },
             missing,
             attempts: 0,
             duration: Duration::ZERO,
@@ -342,7 +349,8 @@ pub async fn dispatch<E: Execute>(
                             }
                         }
                     }
-                } else if !options.keep_going && stopping.is_none() && state != StepState::Cancelled {
+                } else if !options.keep_going && stopping.is_none() && state != StepState::Cancelled
+                {
                     let reason = format!("stopped after `{}` {}", step.id, state.label());
                     observer.event(&Event::Stopping {
                         reason: format!("{reason}; cancelling running steps (use --keep-going to continue independent steps)"),
@@ -370,10 +378,9 @@ pub async fn dispatch<E: Execute>(
         if slots[i].state.is_some() {
             continue;
         }
-        let blocker = plan.steps[i]
-            .needs
-            .iter()
-            .find(|&&d| selection.contains(d) && !slots[d].state.as_ref().is_some_and(StepState::is_ok));
+        let blocker = plan.steps[i].needs.iter().find(|&&d| {
+            selection.contains(d) && !slots[d].state.as_ref().is_some_and(StepState::is_ok)
+        });
         let reason = match (blocker, &stopping) {
             (Some(&d), _) => format!("needs `{}`, which did not succeed", plan.steps[d].id),
             (None, Some(r)) => format!("not started: {r}"),
@@ -397,7 +404,10 @@ fn result_of(plan: &Plan, slots: &[Slot], i: usize) -> StepResult {
     StepResult {
         index: i,
         id: plan.steps[i].id.clone(),
-        state: s.state.clone().unwrap_or(StepState::Skipped("not started".into())),
+        state: s
+            .state
+            .clone()
+            .unwrap_or(StepState::Skipped("not started".into())),
         attempts: s.attempts,
         duration: s.duration,
         queue: s.queue,
@@ -421,7 +431,11 @@ fn action_for(plan: &Plan, step: &Step, attempt: u32, run_dir: &std::path::Path)
         step: step.id.clone(),
         program: step.program.clone(),
         cwd: plan.root.clone(),
-        env: step.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<BTreeMap<_, _>>(),
+        env: step
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<BTreeMap<_, _>>(),
         pass_env: step.pass_env.clone(),
         secrets: step.secrets.clone(),
         timeout: step.timeout,

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::estimate::DurationEstimator;
-use crate::plan::Plan;
+use crate::plan::{Plan, closest};
 
 /// Longest estimated path from each step to the end of the plan, the step included.
 ///
@@ -19,7 +19,11 @@ pub fn priorities(plan: &Plan, estimator: &dyn DurationEstimator) -> Vec<Duratio
     }
     let mut prio = vec![Duration::ZERO; n];
     for &i in plan.topo.iter().rev() {
-        let below = dependents[i].iter().map(|&j| prio[j]).max().unwrap_or_default();
+        let below = dependents[i]
+            .iter()
+            .map(|&j| prio[j])
+            .max()
+            .unwrap_or_default();
         prio[i] = below + estimator.estimate(&plan.steps[i]);
     }
     prio
@@ -63,13 +67,8 @@ impl Selection {
         let mut stack = Vec::new();
         for id in ids {
             let Some(i) = plan.step_index(id) else {
-                let suggestion = plan
-                    .steps
-                    .iter()
-                    .map(|s| s.id.as_str())
-                    .filter(|s| s.contains(id.as_str()) || id.contains(s))
-                    .next()
-                    .map(str::to_string);
+                let suggestion =
+                    closest(id, plan.steps.iter().map(|s| s.id.as_str())).map(str::to_string);
                 return Err(SelectionError::UnknownStep {
                     id: id.clone(),
                     plan: plan.name.clone(),
@@ -108,11 +107,19 @@ fn quote(id: &str) -> String {
 
 /// The plan as a Graphviz digraph; edges point from a step to the steps that need it.
 pub fn render_dot(plan: &Plan, prio: Option<&[Duration]>) -> String {
-    let mut s = format!("digraph {} {{\n  rankdir=LR;\n  node [shape=box];\n", quote(&plan.name));
+    let mut s = format!(
+        "digraph {} {{\n  rankdir=LR;\n  node [shape=box];\n",
+        quote(&plan.name)
+    );
     for (i, step) in plan.steps.iter().enumerate() {
         match prio {
             Some(p) => {
-                let _ = writeln!(s, "  {} [label={}];", quote(&step.id), quote(&format!("{}\\n{:.1}s", step.id, p[i].as_secs_f64())));
+                let _ = writeln!(
+                    s,
+                    "  {} [label={}];",
+                    quote(&step.id),
+                    quote(&format!("{}\\n{:.1}s", step.id, p[i].as_secs_f64()))
+                );
             }
             None => {
                 let _ = writeln!(s, "  {};", quote(&step.id));

@@ -223,10 +223,10 @@ struct RawStep {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRetryTable {
-    count: i64,
-    backoff: Option<String>,
-    delay: Option<String>,
-    max_delay: Option<String>,
+    count: Spanned<i64>,
+    backoff: Option<Spanned<String>>,
+    delay: Option<Spanned<String>>,
+    max_delay: Option<Spanned<String>>,
 }
 
 enum RawRetries {
@@ -273,7 +273,8 @@ pub fn load_plan(path: &Path) -> Result<Plan, LoadError> {
 pub fn parse_plan(path: &Path, source: &str) -> Result<Plan, LoadError> {
     let raw: RawPlan = toml::from_str(source).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
-        let (message, hint) = describe_toml_error(e.message());
+        let marked = source.get(span.clone()).unwrap_or("");
+        let (message, hint) = describe_toml_error(e.message(), marked);
         LoadError::Invalid {
             diagnostics: vec![Diagnostic::at(path, source, span, message, hint)],
         }
@@ -294,24 +295,42 @@ pub fn parse_plan(path: &Path, source: &str) -> Result<Plan, LoadError> {
     }
 }
 
-/// Turns the TOML parser's message into a lowercase fragment and a hint.
-fn describe_toml_error(msg: &str) -> (String, Option<String>) {
+/// Turns the TOML parser's message into a lowercase fragment and a hint; `marked` is the
+/// source text the error points at.
+fn describe_toml_error(msg: &str, marked: &str) -> (String, Option<String>) {
     let msg = msg.trim().trim_end_matches('.').to_string();
     let first = msg.lines().next().unwrap_or("").to_string();
     if let Some(rest) = first.strip_prefix("unknown field ") {
         let (field, expected) = rest.split_once(", expected ").unwrap_or((rest, ""));
-        let hint = if expected.is_empty() {
-            None
-        } else {
-            Some(format!("known keys here: {}", expected.trim_start_matches("one of ")))
+        let expected = expected.trim_start_matches("one of ");
+        let known = expected.split(", ").map(|k| k.trim_matches('`'));
+        let hint = match closest(field.trim_matches('`'), known) {
+            Some(k) => Some(format!("did you mean `{k}`?")),
+            None if expected.is_empty() => None,
+            None => Some(format!("known keys here: {expected}")),
         };
         return (format!("unknown key {field}"), hint);
     }
-    if first.starts_with("missing field") {
-        return (first.replace("missing field", "missing key"), None);
+    if let Some(field) = first.strip_prefix("missing field ") {
+        return (
+            format!("missing key {field}"),
+            Some(format!(
+                "add {} = ... to this table",
+                field.trim_matches('`')
+            )),
+        );
+    }
+    if first == "duplicate key" && !marked.is_empty() && !marked.contains('\n') {
+        return (
+            format!("invalid TOML: duplicate key `{}`", marked.trim_matches('"')),
+            Some("a key or [table] may appear only once; merge the two".into()),
+        );
     }
     if first.starts_with("invalid type") {
-        return (first, Some("see docs/plan-format.md for each key's type".into()));
+        return (
+            first,
+            Some("see docs/plan-format.md for each key's type".into()),
+        );
     }
     let mut lower = first;
     if let Some(c) = lower.get(..1) {
@@ -347,7 +366,7 @@ fn is_env_name(name: &str) -> bool {
 }
 
 /// The known name closest to `wanted`, if it is close enough to be a typo.
-fn closest<'k>(wanted: &str, known: impl Iterator<Item = &'k str>) -> Option<&'k str> {
+pub(crate) fn closest<'k>(wanted: &str, known: impl Iterator<Item = &'k str>) -> Option<&'k str> {
     known
         .map(|k| (edit_distance(wanted, k), k))
         .filter(|(d, k)| *d <= (wanted.len().max(k.len()) / 3).max(1))
@@ -355,23 +374,43 @@ fn closest<'k>(wanted: &str, known: impl Iterator<Item = &'k str>) -> Option<&'k
         .map(|(_, k)| k)
 }
 
+/// Optimal-string-alignment distance: insertions, deletions, substitutions and swaps of
+/// two adjacent characters each cost 1, so `biuld` is one typo away from `build`.
 fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
+    let mut before: Vec<usize> = vec![0; b.len() + 1];
     let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
+    for i in 1..=a.len() {
+        let mut cur = vec![i; b.len() + 1];
+        for j in 1..=b.len() {
+            cur[j] = (prev[j - 1] + usize::from(a[i - 1] != b[j - 1]))
+                .min(prev[j] + 1)
+                .min(cur[j - 1] + 1);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                cur[j] = cur[j].min(before[j - 2] + 1);
+            }
         }
-        prev = cur;
+        before = std::mem::replace(&mut prev, cur);
     }
     prev[b.len()]
 }
 
+/// Parses a duration such as `90s` or `1h 30m`; the error is a lowercase fragment.
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| e.to_string())
+    use humantime::DurationError as E;
+    let s = s.trim();
+    humantime::parse_duration(s).map_err(|e| match e {
+        E::Empty => "it is empty".into(),
+        E::InvalidCharacter(at) => match s.get(at..).and_then(|r| r.chars().next()) {
+            Some(c) => format!("unexpected character `{c}`"),
+            None => "unexpected character".into(),
+        },
+        E::NumberExpected(_) => "expected a number before each unit".into(),
+        E::UnknownUnit { unit, .. } if unit.is_empty() => "the number has no unit".into(),
+        E::UnknownUnit { unit, .. } => format!("unknown unit `{unit}`"),
+        E::NumberOverflow => "the number is too large".into(),
+    })
 }
 
 /// Normalises an output path; `None` if it is absolute, empty or escapes the root.
@@ -471,7 +510,10 @@ impl Validator<'_> {
                     self.err(
                         entry.span(),
                         format!("invalid allowlist entry `{}`", entry.get_ref()),
-                        Some("write host:port, e.g. \"crates.io:443\" or \"*.example.com:443\"".into()),
+                        Some(
+                            "write host:port, e.g. \"crates.io:443\" or \"*.example.com:443\""
+                                .into(),
+                        ),
                     );
                 }
             }
@@ -536,7 +578,14 @@ impl Validator<'_> {
         };
         let source_date_epoch = raw.source_date_epoch.and_then(|s| {
             u64::try_from(*s.get_ref()).ok().or_else(|| {
-                self.err(s.span(), "`source_date_epoch` must not be negative", None);
+                self.err(
+                    s.span(),
+                    "`source_date_epoch` must not be negative",
+                    Some(
+                        "give seconds since 1970-01-01 UTC, e.g. source_date_epoch = 1700000000"
+                            .into(),
+                    ),
+                );
                 None
             })
         });
@@ -568,7 +617,16 @@ impl Validator<'_> {
         let mut need_spans: Vec<Vec<Range<usize>>> = Vec::with_capacity(raw.steps.len());
         let mut claimed: Vec<(String, usize)> = Vec::new();
         for (id, rs) in raw.steps {
-            let (step, spans) = self.step(id, rs, &index, &env, &pass_env, &sandbox, &mut claimed, &steps);
+            let (step, spans) = self.step(
+                id,
+                rs,
+                &index,
+                &env,
+                &pass_env,
+                &sandbox,
+                &mut claimed,
+                &steps,
+            );
             steps.push(step);
             need_spans.push(spans);
         }
@@ -585,7 +643,10 @@ impl Validator<'_> {
         }
     }
 
-    #[expect(clippy::too_many_arguments, reason = "one call site; the plan-wide defaults a step inherits")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site; the plan-wide defaults a step inherits"
+    )]
     fn step(
         &mut self,
         id: Spanned<String>,
@@ -604,7 +665,9 @@ impl Validator<'_> {
                 self.err(
                     argv.span(),
                     format!("step `{id}` has both `run` and `argv`"),
-                    Some("keep one: `run` is a shell script, `argv` runs a program directly".into()),
+                    Some(
+                        "keep one: `run` is a shell script, `argv` runs a program directly".into(),
+                    ),
                 );
                 Program::Shell(run.into_inner())
             }
@@ -623,7 +686,10 @@ impl Validator<'_> {
                     self.err(
                         argv.span(),
                         format!("step `{id}` has an empty command"),
-                        Some("`argv` needs at least a program, e.g. argv = [\"make\", \"test\"]".into()),
+                        Some(
+                            "`argv` needs at least a program, e.g. argv = [\"make\", \"test\"]"
+                                .into(),
+                        ),
                     );
                 }
                 Program::Argv(argv.into_inner())
@@ -654,6 +720,21 @@ impl Validator<'_> {
                 None => {
                     let hint = match closest(n.get_ref(), index.keys().map(String::as_str)) {
                         Some(k) => format!("did you mean `{k}`?"),
+                        // Few enough other steps to list them all, in file order.
+                        None if (2..=10).contains(&index.len()) => {
+                            let mut ids: Vec<(&usize, &str)> = index
+                                .iter()
+                                .filter(|(k, _)| **k != id)
+                                .map(|(k, v)| (v, k.as_str()))
+                                .collect();
+                            ids.sort_unstable();
+                            let ids: Vec<String> =
+                                ids.iter().map(|(_, k)| format!("`{k}`")).collect();
+                            format!(
+                                "`needs` takes ids of other steps in this plan: {}",
+                                ids.join(", ")
+                            )
+                        }
                         None => "`needs` lists ids of steps defined in this plan".into(),
                     };
                     self.err(
@@ -668,7 +749,10 @@ impl Validator<'_> {
         let mut inputs = Vec::with_capacity(rs.inputs.len());
         for g in rs.inputs {
             match globset::Glob::new(g.get_ref()) {
-                Ok(_) if Path::new(g.get_ref()).is_absolute() || g.get_ref().split('/').any(|c| c == "..") => {
+                Ok(_)
+                    if Path::new(g.get_ref()).is_absolute()
+                        || g.get_ref().split('/').any(|c| c == "..") =>
+                {
                     self.err(
                         g.span(),
                         format!("input `{}` is outside the plan root", g.get_ref()),
@@ -691,20 +775,41 @@ impl Validator<'_> {
         let me = earlier.len();
         for o in rs.outputs {
             let Some(norm) = normalize_output(o.get_ref()) else {
+                let message = if o.get_ref().trim().is_empty() {
+                    format!("step `{id}` has an empty output path")
+                } else {
+                    format!(
+                        "output `{}` is not a path inside the plan root",
+                        o.get_ref()
+                    )
+                };
                 self.err(
                     o.span(),
-                    format!("output `{}` is not a path inside the plan root", o.get_ref()),
-                    Some("outputs are relative paths without `..`; end a directory with `/`".into()),
+                    message,
+                    Some(
+                        "outputs are relative paths without `..`; end a directory with `/`".into(),
+                    ),
                 );
                 continue;
             };
             if let Some((other, owner)) = claimed.iter().find(|(c, _)| overlaps(c, &norm)) {
-                let owner_id = if *owner == me { id.as_str() } else { earlier[*owner].id.as_str() };
-                self.err(
-                    o.span(),
-                    format!("output `{}` of step `{id}` is also claimed by step `{owner_id}` (`{other}`)", o.get_ref()),
-                    Some("each output path belongs to one step; let the other step `needs` it instead".into()),
-                );
+                if *owner == me {
+                    self.err(
+                        o.span(),
+                        format!(
+                            "output `{}` of step `{id}` overlaps its output `{other}`",
+                            o.get_ref()
+                        ),
+                        Some("list a directory or paths inside it, not both".into()),
+                    );
+                } else {
+                    let owner_id = &earlier[*owner].id;
+                    self.err(
+                        o.span(),
+                        format!("output `{}` of step `{id}` is also claimed by step `{owner_id}` (`{other}`)", o.get_ref()),
+                        Some(format!("each output path belongs to one step; to use it, make `{id}` need `{owner_id}` instead of declaring it again")),
+                    );
+                }
                 continue;
             }
             claimed.push((norm.clone(), me));
@@ -731,20 +836,26 @@ impl Validator<'_> {
                 self.err(
                     t.span(),
                     format!("invalid timeout `{}`: {e}", t.get_ref()),
-                    Some("write a duration such as \"90s\", \"10m\" or \"1h 30m\"".into()),
+                    Some("write a duration such as \"90s\", \"10m\" or \"1h 30m\" (units: ms, s, m, h, d)".into()),
                 );
                 None
             }
         });
 
-        let retries = rs.retries.map_or_else(RetryPolicy::default, |r| self.retries(r));
+        let retries = rs
+            .retries
+            .map_or_else(RetryPolicy::default, |r| self.retries(r));
 
         let cpus = match rs.cpus {
             None => 1,
             Some(c) => match u32::try_from(*c.get_ref()) {
                 Ok(n) if (1..=1024).contains(&n) => n,
                 _ => {
-                    self.err(c.span(), format!("cpus must be between 1 and 1024, not {}", c.get_ref()), Some("cpus is the number of job slots the step occupies".into()));
+                    self.err(
+                        c.span(),
+                        format!("cpus must be between 1 and 1024, not {}", c.get_ref()),
+                        Some("cpus is the number of job slots the step occupies".into()),
+                    );
                     1
                 }
             },
@@ -752,8 +863,21 @@ impl Validator<'_> {
 
         let mut tools = Vec::new();
         for t in rs.tools {
-            if t.get_ref().trim().is_empty() || t.get_ref().contains(char::is_whitespace) {
-                self.err(t.span(), format!("invalid tool `{}`", t.get_ref()), Some("name a program on PATH (\"cc\") or give its path".into()));
+            if t.get_ref().trim().is_empty() {
+                self.err(
+                    t.span(),
+                    format!("step `{id}` has an empty tool name"),
+                    Some("name a program on PATH (\"cc\") or give its path".into()),
+                );
+            } else if t.get_ref().contains(char::is_whitespace) {
+                self.err(
+                    t.span(),
+                    format!("invalid tool `{}`", t.get_ref()),
+                    Some(
+                        "name a program on PATH (\"cc\") or give its path, without arguments"
+                            .into(),
+                    ),
+                );
             } else {
                 tools.push(t.into_inner());
             }
@@ -764,7 +888,11 @@ impl Validator<'_> {
             if KNOWN.contains(&n.get_ref().as_str()) {
                 normalize.push(n.into_inner());
             } else {
-                self.err(n.span(), format!("unknown normaliser `{}`", n.get_ref()), Some(format!("known normalisers: {}", KNOWN.join(", "))));
+                self.err(
+                    n.span(),
+                    format!("unknown normaliser `{}`", n.get_ref()),
+                    Some(format!("known normalisers: {}", KNOWN.join(", "))),
+                );
             }
         }
         let sandbox = self.sandbox(rs.sandbox, plan_sandbox);
@@ -794,29 +922,47 @@ impl Validator<'_> {
         let span = r.span();
         let mut policy = RetryPolicy::default();
         let (count, backoff, delay, max_delay) = match r.into_inner() {
-            RawRetries::Count(c) => (c, None, None, None),
+            RawRetries::Count(c) => (Spanned::new(span, c), None, None, None),
             RawRetries::Table(t) => (t.count, t.backoff, t.delay, t.max_delay),
         };
-        match u32::try_from(count) {
+        match u32::try_from(*count.get_ref()) {
             Ok(c) if c <= 100 => policy.count = c,
-            _ => self.err(span.clone(), format!("retry count must be between 0 and 100, not {count}"), None),
+            _ => self.err(
+                count.span(),
+                format!(
+                    "retry count must be between 0 and 100, not {}",
+                    count.get_ref()
+                ),
+                Some("the count is how many times a failed step is tried again".into()),
+            ),
         }
         if let Some(b) = backoff {
-            policy.backoff = match b.as_str() {
+            policy.backoff = match b.get_ref().as_str() {
                 "exponential" => Backoff::Exponential,
                 "fixed" => Backoff::Fixed,
                 "none" => Backoff::None,
                 other => {
-                    self.err(span.clone(), format!("unknown backoff `{other}`"), Some("use \"exponential\", \"fixed\" or \"none\"".into()));
+                    self.err(
+                        b.span(),
+                        format!("unknown backoff `{other}`"),
+                        Some("use \"exponential\", \"fixed\" or \"none\"".into()),
+                    );
                     Backoff::Exponential
                 }
             };
         }
-        for (value, slot, key) in [(delay, &mut policy.delay, "delay"), (max_delay, &mut policy.max_delay, "max_delay")] {
+        for (value, slot, key) in [
+            (delay, &mut policy.delay, "delay"),
+            (max_delay, &mut policy.max_delay, "max_delay"),
+        ] {
             if let Some(v) = value {
-                match parse_duration(&v) {
+                match parse_duration(v.get_ref()) {
                     Ok(d) => *slot = d,
-                    Err(e) => self.err(span.clone(), format!("invalid retry {key} `{v}`: {e}"), Some("write a duration such as \"500ms\" or \"2s\"".into())),
+                    Err(e) => self.err(
+                        v.span(),
+                        format!("invalid retry {key} `{}`: {e}", v.get_ref()),
+                        Some("write a duration such as \"500ms\", \"2s\" or \"1m\"".into()),
+                    ),
                 }
             }
         }
@@ -824,7 +970,12 @@ impl Validator<'_> {
     }
 
     /// Topological order; reports every cycle's path.
-    fn order(&mut self, steps: &[Step], need_spans: &[Vec<Range<usize>>], id_spans: &[Range<usize>]) -> Vec<usize> {
+    fn order(
+        &mut self,
+        steps: &[Step],
+        need_spans: &[Vec<Range<usize>>],
+        id_spans: &[Range<usize>],
+    ) -> Vec<usize> {
         let n = steps.len();
         let mut graph = petgraph::graphmap::DiGraphMap::<usize, ()>::with_capacity(n, n);
         for i in 0..n {
