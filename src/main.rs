@@ -37,6 +37,22 @@ mod exit {
     pub(crate) const INTERRUPTED: u8 = 130;
 }
 
+/// Writes to stdout, ignoring a closed pipe (`ci-intel run … | head` must not panic).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// Like [`out!`], with a newline.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 /// An expected failure: what went wrong, how to fix it, and the exit code.
 struct Failure {
     code: u8,
@@ -109,7 +125,7 @@ fn plan_check(path: &Path) -> Outcome {
         Err(f) => return Ok(Err(f)),
     };
     let edges: usize = plan.steps.iter().map(|s| s.needs.len()).sum();
-    println!(
+    outln!(
         "{}: plan `{}` is valid: {} step{}, {edges} dependenc{}",
         path.display(),
         plan.name,
@@ -125,7 +141,7 @@ fn plan_graph(path: &Path, format: GraphFormat) -> Outcome {
         Ok(p) => p,
         Err(f) => return Ok(Err(f)),
     };
-    print!(
+    out!(
         "{}",
         match format {
             GraphFormat::Dot => render_dot(&plan, None),
@@ -149,11 +165,11 @@ fn doctor(json: bool) -> Result<u8, Failure> {
                 })
             })
             .collect();
-        println!("{}", serde_json::json!({ "layers": layers }));
+        outln!("{}", serde_json::json!({ "layers": layers }));
     } else {
-        println!("{:<14} {:<13} DETAIL", "LAYER", "ENFORCED");
+        outln!("{:<14} {:<13} DETAIL", "LAYER", "ENFORCED");
         for l in &posture.layers {
-            println!(
+            outln!(
                 "{:<14} {:<13} {}",
                 l.layer.name(),
                 l.level.to_string(),
@@ -216,6 +232,36 @@ fn run(args: RunArgs) -> Outcome {
             )));
         }
     };
+    if !plan.root.is_dir() {
+        return Ok(Err(Failure::usage(
+            format!(
+                "error: the plan's root directory {} does not exist",
+                plan.root.display()
+            ),
+            Some("`root` is relative to the plan file; fix it or create the directory".into()),
+        )));
+    }
+    if !args.dry_run {
+        let mut unset: Vec<&str> = plan
+            .steps
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| selection.contains(*i))
+            .flat_map(|(_, s)| s.secrets.iter().map(String::as_str))
+            .filter(|name| std::env::var_os(name).is_none())
+            .collect();
+        unset.sort_unstable();
+        unset.dedup();
+        if !unset.is_empty() {
+            return Ok(Err(Failure::usage(
+                format!(
+                    "error: secrets the plan declares are not set: {}",
+                    unset.join(", ")
+                ),
+                Some("export them in the environment that runs ci-intel (in GitHub Actions: `env: NAME: ${{ secrets.NAME }}`)".into()),
+            )));
+        }
+    }
     let posture = Posture::current();
     let mut required: Vec<_> = plan
         .steps
@@ -322,11 +368,14 @@ fn run(args: RunArgs) -> Outcome {
     drop(runtime);
     let report = report.context("running the plan")?;
 
-    print!("{}", report::summary(&report, &run_dir));
+    out!("{}", report::summary(&report, &run_dir));
     for r in &report.results {
         if matches!(r.state, StepState::Failed | StepState::TimedOut) {
             if let Some(o) = &r.outcome {
-                let tail = report::tail(&o.log_path, 20);
+                let mut tail = report::tail(&o.log_path, 30);
+                if tail.trim().is_empty() {
+                    tail = "(the step printed nothing)".into();
+                }
                 // A message that names the failure (e.g. "command not found: X") still
                 // gets the exit code the step ended with.
                 let mut what = o.message.clone().unwrap_or_default();
@@ -337,14 +386,14 @@ fn run(args: RunArgs) -> Outcome {
                         format!("{what}; exit code {code}")
                     };
                 }
-                println!(
+                outln!(
                     "\n--- {} {} ({what}); last lines of {}:\n{}",
                     r.id,
                     r.state.label(),
                     o.log_path.display(),
                     tail
                 );
-                println!(
+                outln!(
                     "rerun it alone: ci-intel run {} --step {}",
                     args.plan.display(),
                     r.id

@@ -216,21 +216,24 @@ pub(crate) fn command_not_found(tail: &str) -> Option<String> {
     })
 }
 
+/// A sink that keeps every line as `[step] line`, for tests of this crate.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct Collect(pub(crate) std::sync::Mutex<Vec<String>>);
+
+#[cfg(test)]
+impl OutputSink for Collect {
+    fn line(&self, step: &str, line: &[u8]) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("[{step}] {}", String::from_utf8_lossy(line)));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
-
-    #[derive(Default)]
-    struct Collect(Mutex<Vec<String>>);
-    impl OutputSink for Collect {
-        fn line(&self, step: &str, line: &[u8]) {
-            self.0
-                .lock()
-                .unwrap()
-                .push(format!("{step}|{}", String::from_utf8_lossy(line)));
-        }
-    }
 
     fn run(chunks: &[&[u8]], secrets: &[&str], live: u64) -> (String, Vec<String>) {
         let dir = tempfile::tempdir().unwrap();
@@ -257,14 +260,14 @@ mod tests {
     fn lines_split_across_chunks_are_joined() {
         let (log, live) = run(&[b"hel", b"lo\nwor", b"ld"], &[], 1 << 20);
         assert_eq!(log, "hello\nworld\n");
-        assert_eq!(live, ["s|hello", "s|world"]);
+        assert_eq!(live, ["[s] hello", "[s] world"]);
     }
 
     #[test]
     fn secrets_are_redacted_even_across_chunk_boundaries() {
         let (log, live) = run(&[b"token=hun", b"ter2 ok\n"], &["hunter2"], 1 << 20);
         assert_eq!(log, "token=*** ok\n");
-        assert_eq!(live, ["s|token=*** ok"]);
+        assert_eq!(live, ["[s] token=*** ok"]);
     }
 
     #[test]

@@ -328,18 +328,7 @@ impl Execute for DryRun {
 mod tests {
     use super::*;
     use crate::Program;
-    use std::sync::Mutex;
-
-    #[derive(Default)]
-    struct Collect(Mutex<Vec<String>>);
-    impl OutputSink for Collect {
-        fn line(&self, step: &str, line: &[u8]) {
-            self.0
-                .lock()
-                .unwrap()
-                .push(format!("[{step}] {}", String::from_utf8_lossy(line)));
-        }
-    }
+    use crate::output::Collect;
 
     fn action(dir: &Path, program: Program) -> Action {
         Action {

@@ -143,7 +143,7 @@ pub struct Child {
 ///
 /// The child gets its own session (so its own process group and no controlling
 /// terminal), `SIGKILL` as parent-death signal, and exits at once with
-/// [`EXIT_PARENT_GONE`] if the parent died before the signal was armed. When a watchdog is
+/// exit code 125 (`EXIT_PARENT_GONE`) if the parent died before the signal was armed. When a watchdog is
 /// given, the group is registered with it before this returns.
 pub fn spawn(
     policy: &Policy,

@@ -75,7 +75,8 @@ impl fmt::Display for Diagnostic {
             writeln!(f, "{pad} | {lead}{}", "^".repeat(*len))?;
         }
         if let Some(hint) = &self.hint {
-            writeln!(f, "  = hint: {hint}")?;
+            let pad = " ".repeat(self.line.to_string().len());
+            writeln!(f, "{pad} = hint: {hint}")?;
         }
         Ok(())
     }

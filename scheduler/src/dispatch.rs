@@ -353,7 +353,11 @@ pub async fn dispatch<E: Execute>(
                 {
                     let reason = format!("stopped after `{}` {}", step.id, state.label());
                     observer.event(&Event::Stopping {
-                        reason: format!("{reason}; cancelling running steps (use --keep-going to continue independent steps)"),
+                        reason: if tasks.is_empty() {
+                            format!("{reason} (use --keep-going to continue independent steps)")
+                        } else {
+                            format!("{reason}; cancelling running steps (use --keep-going to continue independent steps)")
+                        },
                     });
                     stopping = Some(reason);
                     cancel.cancel(CancelLevel::Graceful);
