@@ -5,7 +5,8 @@
 //! the sandbox, results are found again by the cache.
 //!
 //! Exit codes: 0 success; 1 a step failed (or timed out, or was cancelled); 2 usage or
-//! plan error; 3 the host cannot provide a required isolation layer; 130 interrupted.
+//! plan error; 3 the host cannot provide a required isolation layer; 4 ci-intel itself failed;
+//! 130 interrupted.
 
 mod cli;
 mod report;
@@ -34,6 +35,7 @@ mod exit {
     pub(crate) const STEP_FAILED: u8 = 1;
     pub(crate) const USAGE: u8 = 2;
     pub(crate) const ISOLATION: u8 = 3;
+    pub(crate) const INTERNAL: u8 = 4;
     pub(crate) const INTERRUPTED: u8 = 130;
 }
 
@@ -88,21 +90,27 @@ fn main() -> ExitCode {
     match result {
         Ok(Ok(code)) => ExitCode::from(code),
         Ok(Err(f)) => {
-            eprint!("{}", f.message);
+            use std::io::Write as _;
+            // A closed stderr must not turn a usage error into a panic.
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "{}", f.message);
             if !f.message.ends_with('\n') {
-                eprintln!();
+                let _ = writeln!(err);
             }
             if let Some(h) = f.hint {
-                eprintln!("hint: {h}");
+                let _ = writeln!(err, "hint: {h}");
             }
             ExitCode::from(f.code)
         }
         Err(e) => {
-            eprintln!("error: internal failure: {e:#}");
-            eprintln!(
+            use std::io::Write as _;
+            let mut err = std::io::stderr().lock();
+            let _ = writeln!(err, "error: internal failure: {e:#}");
+            let _ = writeln!(
+                err,
                 "hint: this is a bug or a host problem (disk, permissions); rerun with CI_INTEL_LOG=debug for details"
             );
-            ExitCode::from(exit::STEP_FAILED)
+            ExitCode::from(exit::INTERNAL)
         }
     }
 }
@@ -310,6 +318,11 @@ fn run(args: RunArgs) -> Outcome {
         seed: args.seed.unwrap_or_else(|| fastrand::u64(..)),
     };
 
+    // Processes that leave their step's group (setsid) come back to us and are killed when
+    // the run ends.
+    if let Err(e) = ci_intel_sandbox::adopt_orphans() {
+        tracing::warn!("cannot become a child subreaper: {e}");
+    }
     // The watchdog is forked before any runtime thread exists.
     let watchdog = if args.dry_run {
         None
@@ -323,7 +336,8 @@ fn run(args: RunArgs) -> Outcome {
     let reporter = Arc::new(Reporter::new(selection.len()));
     let interrupt = CancelSource::new();
     let report = runtime.block_on(async {
-        let signals = tokio::spawn(watch_signals(interrupt.clone()));
+        // Handlers are in place before the first step starts.
+        let signals = tokio::spawn(watch_signals(install_signal_handlers(), interrupt.clone()));
         let token = interrupt.token();
         let result = if args.dry_run {
             dispatch(
@@ -366,6 +380,11 @@ fn run(args: RunArgs) -> Outcome {
     });
     reporter.finish();
     drop(runtime);
+    let keep: Vec<i32> = watchdog.iter().map(Watchdog::pid).collect();
+    let swept = ci_intel_sandbox::kill_orphans(&keep);
+    if swept > 0 {
+        tracing::info!("killed {swept} leftover process(es) that had left their step's group");
+    }
     let report = report.context("running the plan")?;
 
     out!("{}", report::summary(&report, &run_dir));
@@ -411,14 +430,25 @@ fn run(args: RunArgs) -> Outcome {
     }))
 }
 
-/// First SIGINT/SIGTERM: stop gracefully. Second: kill at once.
-async fn watch_signals(interrupt: CancelSource) {
+type SignalStreams = Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>;
+
+fn install_signal_handlers() -> SignalStreams {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
+    match (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
-    ) else {
-        tracing::warn!("cannot install signal handlers; Ctrl-C will not stop steps cleanly");
+    ) {
+        (Ok(int), Ok(term)) => Some((int, term)),
+        _ => {
+            tracing::warn!("cannot install signal handlers; Ctrl-C will not stop steps cleanly");
+            None
+        }
+    }
+}
+
+/// First SIGINT/SIGTERM: stop gracefully. Second: kill at once.
+async fn watch_signals(streams: SignalStreams, interrupt: CancelSource) {
+    let Some((mut int, mut term)) = streams else {
         return;
     };
     let mut level = CancelLevel::Graceful;

@@ -18,7 +18,11 @@ pub(crate) struct Reporter {
 impl Reporter {
     pub(crate) fn new(total: usize) -> Reporter {
         let bar = std::io::stdout().is_terminal().then(|| {
-            let bar = ProgressBar::new(total as u64);
+            // Draw where the live lines go: stdout is the terminal we checked.
+            let bar = ProgressBar::with_draw_target(
+                Some(total as u64),
+                indicatif::ProgressDrawTarget::stdout(),
+            );
             bar.set_style(
                 ProgressStyle::with_template("{spinner} [{pos}/{len}] {elapsed} {wide_msg}")
                     .unwrap_or_else(|_| ProgressStyle::default_bar()),

@@ -41,9 +41,17 @@ impl<'a> OutputProcessor<'a> {
         live_limit: u64,
         log_hint: String,
     ) -> Self {
-        let mut secrets: Vec<Vec<u8>> = secrets.into_iter().filter(|s| !s.is_empty()).collect();
+        // Output is redacted line by line, so a multi-line secret (a PEM key) is masked
+        // line by line, as GitHub Actions does.
+        let mut secrets: Vec<Vec<u8>> = secrets
+            .iter()
+            .flat_map(|s| s.split(|&b| b == b'\n'))
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l).to_vec())
+            .filter(|s| !s.is_empty())
+            .collect();
         // Longest first, so a secret that contains another is masked whole.
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.dedup();
         OutputProcessor {
             step,
             log: BufWriter::with_capacity(64 * 1024, log),
@@ -123,16 +131,23 @@ impl<'a> OutputProcessor<'a> {
     /// Where to cut a too-long line so that no secret's prefix is left at the end of the
     /// piece (the rest of that secret would arrive in the next piece and never match).
     fn safe_cut(&self, max: usize) -> usize {
+        // Move the cut back to the start of any possible match that straddles it, and
+        // repeat until no secret straddles the cut.
         let mut cut = max;
-        for s in &self.secrets {
-            for k in (1..s.len()).rev() {
-                if cut >= k && self.partial[..cut].ends_with(&s[..k]) {
-                    cut -= k;
-                    break;
+        'again: loop {
+            for s in &self.secrets {
+                let straddles = |start: &usize| {
+                    let avail = &self.partial[*start..];
+                    let n = avail.len().min(s.len());
+                    avail[..n] == s[..n]
+                };
+                if let Some(start) = (cut.saturating_sub(s.len() - 1)..cut).find(straddles) {
+                    cut = start;
+                    continue 'again;
                 }
             }
+            return cut.max(1);
         }
-        cut.max(1)
     }
 
     fn emit(&mut self, line: &[u8], newline: bool) -> io::Result<()> {
@@ -278,6 +293,32 @@ mod tests {
         let (log, _) = run(&[&big], &["hunter2"], 0);
         assert!(!log.contains("hun"), "a prefix of the secret leaked");
         assert!(log.contains("***"));
+    }
+
+    #[test]
+    fn multi_line_secrets_are_masked_line_by_line() {
+        let key = "-----BEGIN KEY-----\nMIIEsecretbody\n-----END KEY-----\n";
+        let (log, _) = run(&[key.as_bytes()], &[key], 1 << 20);
+        assert_eq!(log, "***\n***\n***\n");
+    }
+
+    #[test]
+    fn overlapping_secrets_are_not_split_by_long_line_cuts() {
+        for (secrets, at_cut) in [(&["ABCD", "DZ"][..], "ABCDZ"), (&["aba"][..], "abab")] {
+            let mut big = vec![b'.'; MAX_LINE - 3];
+            big.extend_from_slice(at_cut.as_bytes());
+            big.extend_from_slice(b"....");
+            let (log, _) = run(&[&big], secrets, 0);
+            for s in secrets {
+                for k in 2..s.len() {
+                    assert!(
+                        !log.contains(&s[..k]),
+                        "{:?} leaked in {secrets:?}",
+                        &s[..k]
+                    );
+                }
+            }
+        }
     }
 
     #[test]

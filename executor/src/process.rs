@@ -1,6 +1,7 @@
 //! The real executor: one sandboxed process per attempt.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fs::OpenOptions;
 use std::path::Path;
 use std::sync::Arc;
@@ -73,30 +74,32 @@ impl ProcessExecutor {
     }
 
     fn policy(&self, action: &Action) -> Result<(Policy, Vec<Vec<u8>>), String> {
-        let mut env: BTreeMap<String, String> = self
+        use std::os::unix::ffi::OsStrExt as _;
+        // Host values need not be UTF-8: they pass through as bytes.
+        let mut env: BTreeMap<String, OsString> = self
             .config
             .fixed_env
             .vars()
             .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
+            .map(|(k, v)| (k.to_string(), v.into()))
             .collect();
-        env.insert("HOME".into(), action.home.display().to_string());
+        env.insert("HOME".into(), action.home.clone().into_os_string());
         for (k, v) in &action.env {
-            env.insert(k.clone(), v.clone());
+            env.insert(k.clone(), v.into());
         }
         for name in &action.pass_env {
-            if let Ok(v) = std::env::var(name) {
+            if let Some(v) = std::env::var_os(name) {
                 env.insert(name.clone(), v);
             }
         }
         let mut secrets = Vec::new();
         for name in &action.secrets {
-            match std::env::var(name) {
-                Ok(v) => {
-                    secrets.push(v.clone().into_bytes());
+            match std::env::var_os(name) {
+                Some(v) => {
+                    secrets.push(v.as_bytes().to_vec());
                     env.insert(name.clone(), v);
                 }
-                Err(_) => return Err(format!("secret {name} is not set in the environment")),
+                None => return Err(format!("secret {name} is not set in the environment")),
             }
         }
         let policy = env
@@ -206,7 +209,9 @@ impl Execute for ProcessExecutor {
         let mut reader =
             tokio::net::unix::pipe::Receiver::from_owned_fd(rx).map_err(ExecuteError::Pipe)?;
 
-        let deadline = action.timeout.map(|t| tokio::time::Instant::now() + t);
+        let deadline = action.timeout.map(after);
+        // The highest cancel level already acted on, so each level is acted on once.
+        let mut seen = CancelLevel::None;
         let mut stopping: Option<Status> = None;
         let mut kill_at: Option<tokio::time::Instant> = None;
         let mut eof = false;
@@ -218,22 +223,23 @@ impl Execute for ProcessExecutor {
                     r.map_err(ExecuteError::Wait)?;
                     break;
                 }
-                level = cancel.raised(if stopping.is_some() { CancelLevel::Graceful } else { CancelLevel::None }) => {
-                    if stopping.is_none() {
-                        stopping = Some(Status::Cancelled);
-                    }
+                level = cancel.raised(seen), if seen < CancelLevel::Immediate => {
+                    seen = level;
                     if level == CancelLevel::Immediate {
+                        stopping.get_or_insert(Status::Cancelled);
                         signal(&child, Signal::SIGKILL);
                         kill_at = None;
-                    } else {
+                    } else if stopping.is_none() {
+                        // A step already being stopped (timed out) keeps its deadline.
+                        stopping = Some(Status::Cancelled);
                         signal(&child, Signal::SIGTERM);
-                        kill_at = Some(tokio::time::Instant::now() + self.config.grace);
+                        kill_at = Some(after(self.config.grace));
                     }
                 }
                 () = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() && stopping.is_none() => {
                     stopping = Some(Status::TimedOut);
                     signal(&child, Signal::SIGTERM);
-                    kill_at = Some(tokio::time::Instant::now() + self.config.grace);
+                    kill_at = Some(after(self.config.grace));
                 }
                 () = sleep_until(kill_at.unwrap_or_else(far_future)), if kill_at.is_some() => {
                     signal(&child, Signal::SIGKILL);
@@ -278,7 +284,10 @@ impl Execute for ProcessExecutor {
             )),
             Status::Cancelled => Some("cancelled".into()),
             Status::Failed if exit.code == Some(127) => {
-                command_not_found(&out.tail()).map(|p| format!("command not found: {p}"))
+                Some(command_not_found(&out.tail()).map_or_else(
+                    || "exit code 127".into(),
+                    |p| format!("command not found: {p}"),
+                ))
             }
             Status::Failed => Some(match (exit.code, exit.signal) {
                 (Some(c), _) => format!("exit code {c}"),
@@ -295,6 +304,13 @@ fn signal(child: &Child, sig: Signal) {
     if let Err(e) = child.signal_group(sig) {
         tracing::warn!("could not send {sig} to process group {}: {e}", child.pid());
     }
+}
+
+/// `now + d`, saturating far in the future instead of overflowing.
+fn after(d: Duration) -> tokio::time::Instant {
+    tokio::time::Instant::now()
+        .checked_add(d)
+        .unwrap_or_else(far_future)
 }
 
 fn far_future() -> tokio::time::Instant {

@@ -16,10 +16,12 @@
 //! [`Level::NotEnforced`] by [`Posture::current`]; they are the next layers this crate
 //! grows, behind the same [`spawn`] seam.
 
+mod orphans;
 mod posture;
 mod process;
 mod watchdog;
 
+pub use orphans::{adopt_orphans, kill_orphans};
 pub use posture::{Layer, LayerReport, Level, Posture};
 pub use process::{Child, Exit, Policy, SpawnError, spawn};
 pub use watchdog::{Watchdog, WatchdogError};

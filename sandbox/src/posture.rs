@@ -113,8 +113,9 @@ impl Posture {
             .map(|layer| {
                 let (level, detail) = match layer {
                     Layer::ProcessGroup => (
-                        Level::Fully,
-                        "own session and group, parent-death signal, watchdog",
+                        Level::Partially,
+                        "own session and group, parent-death signal, watchdog; a process that \
+                         calls setsid is killed only when the run ends",
                     ),
                     Layer::Env => (Level::Fully, "cleared; only declared variables"),
                     _ => (Level::NotEnforced, "not implemented by the process backend"),
@@ -162,9 +163,9 @@ mod tests {
     #[test]
     fn process_backend_reports_namespaces_as_missing() {
         let posture = Posture::current();
-        assert_eq!(posture.level(Layer::ProcessGroup), Level::Fully);
+        assert_eq!(posture.level(Layer::ProcessGroup), Level::Partially);
         assert_eq!(
-            posture.missing(&[Layer::UserNs, Layer::ProcessGroup, Layer::Landlock]),
+            posture.missing(&[Layer::UserNs, Layer::Env, Layer::Landlock]),
             vec![Layer::UserNs, Layer::Landlock]
         );
     }

@@ -301,11 +301,13 @@ impl Child {
     /// background jobs) are killed, never orphaned.
     pub fn reap(mut self) -> io::Result<Exit> {
         let _ = self.signal_group(Signal::SIGKILL);
-        let exit = wait4(self.pid);
-        self.reaped = true;
+        // Unregister while the pid is still ours: after wait4 it may be reused, and a
+        // watchdog firing in between must not kill someone else's group.
         if let Some(w) = &self.watchdog {
             w.unregister(self.pid.as_raw());
         }
+        let exit = wait4(self.pid);
+        self.reaped = true;
         exit
     }
 
@@ -318,10 +320,11 @@ impl Child {
 impl Drop for Child {
     fn drop(&mut self) {
         if !self.reaped {
-            kill_and_reap(self.pid);
+            let _ = killpg(self.pid, Signal::SIGKILL);
             if let Some(w) = &self.watchdog {
                 w.unregister(self.pid.as_raw());
             }
+            let _ = wait4(self.pid);
         }
     }
 }

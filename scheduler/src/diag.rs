@@ -35,10 +35,11 @@ impl Diagnostic {
             .find('\n')
             .map_or(source.len(), |i| start + i);
         let line = source[..start].matches('\n').count() + 1;
-        let col = source[line_start..start].chars().count() + 1;
         let text = source[line_start..line_end]
             .trim_end_matches('\r')
             .to_string();
+        // A span on the '\r' of a CRLF line ending points just past the visible text.
+        let col = (source[line_start..start].chars().count() + 1).min(text.chars().count() + 1);
         let end = span.end.clamp(start, line_end);
         let len = source[start..end].chars().count().max(1);
         Diagnostic {

@@ -238,19 +238,20 @@ pub async fn dispatch<E: Execute>(
     let mut stopping: Option<String> = None;
     let mut interrupted = false;
     let mut ext_level = CancelLevel::None;
-    let mut deferred = Vec::new();
 
     loop {
         if stopping.is_none() {
             while free > 0 {
-                let Some((p, std::cmp::Reverse(i))) = ready.pop() else {
+                // Strict priority: when the most critical ready step does not fit, slots stay
+                // free for it rather than going to less critical steps that would delay it.
+                let Some(&(_, std::cmp::Reverse(i))) = ready.peek() else {
                     break;
                 };
                 let weight = plan.steps[i].cpus.min(jobs);
                 if weight > free {
-                    deferred.push((p, std::cmp::Reverse(i)));
-                    continue;
+                    break;
                 }
+                ready.pop();
                 free -= weight;
                 let slot = &mut slots[i];
                 slot.attempts += 1;
@@ -268,7 +269,6 @@ pub async fn dispatch<E: Execute>(
                 let token = cancel.token();
                 tasks.spawn(async move { Msg::Done(i, exec.execute(action, token).await) });
             }
-            ready.extend(deferred.drain(..));
         }
         if tasks.is_empty() {
             break;
@@ -328,15 +328,7 @@ pub async fn dispatch<E: Execute>(
                     });
                     continue;
                 }
-                let state = match outcome.status {
-                    Status::Succeeded => StepState::Succeeded,
-                    Status::Cancelled => StepState::Cancelled,
-                    Status::Failed | Status::TimedOut if step.allow_failure => {
-                        StepState::AllowedFailure
-                    }
-                    Status::Failed => StepState::Failed,
-                    Status::TimedOut => StepState::TimedOut,
-                };
+                let state = final_state(step, outcome.status);
                 slot.outcome = Some(outcome);
                 if state.is_ok() {
                     for &d in &dependents[i] {
@@ -349,9 +341,15 @@ pub async fn dispatch<E: Execute>(
                             }
                         }
                     }
-                } else if !options.keep_going && stopping.is_none() && state != StepState::Cancelled
-                {
-                    let reason = format!("stopped after `{}` {}", step.id, state.label());
+                }
+                let stop = !state.is_ok()
+                    && !options.keep_going
+                    && stopping.is_none()
+                    && state != StepState::Cancelled;
+                let label = state.label();
+                finish(plan, &mut slots, i, state, observer);
+                if stop {
+                    let reason = format!("stopped after `{}` {label}", step.id);
                     observer.event(&Event::Stopping {
                         reason: if tasks.is_empty() {
                             format!("{reason} (use --keep-going to continue independent steps)")
@@ -362,7 +360,6 @@ pub async fn dispatch<E: Execute>(
                     stopping = Some(reason);
                     cancel.cancel(CancelLevel::Graceful);
                 }
-                finish(plan, &mut slots, i, state, observer);
             }
             Msg::RetryDue(i) => {
                 slots[i].ready_at = Some(Instant::now());
@@ -370,10 +367,16 @@ pub async fn dispatch<E: Execute>(
                     slots[i].phase = Phase::Pending;
                     ready.push((priorities[i], std::cmp::Reverse(i)));
                 } else {
-                    finish(plan, &mut slots, i, StepState::Cancelled, observer);
+                    let state = last_state(&plan.steps[i], &slots[i]);
+                    finish(plan, &mut slots, i, state, observer);
                 }
             }
-            Msg::RetryAborted(i) => finish(plan, &mut slots, i, StepState::Cancelled, observer),
+            Msg::RetryAborted(i) => {
+                // The run stopped while the step waited to retry: it ends as its last
+                // attempt did.
+                let state = last_state(&plan.steps[i], &slots[i]);
+                finish(plan, &mut slots, i, state, observer);
+            }
         }
     }
 
@@ -401,6 +404,24 @@ pub async fn dispatch<E: Execute>(
         wall: started.elapsed(),
         interrupted,
     })
+}
+
+/// The run-level state of a step whose last attempt ended with `status`.
+fn final_state(step: &Step, status: Status) -> StepState {
+    match status {
+        Status::Succeeded => StepState::Succeeded,
+        Status::Cancelled => StepState::Cancelled,
+        Status::Failed | Status::TimedOut if step.allow_failure => StepState::AllowedFailure,
+        Status::Failed => StepState::Failed,
+        Status::TimedOut => StepState::TimedOut,
+    }
+}
+
+/// The state of a step that will not be retried after all.
+fn last_state(step: &Step, slot: &Slot) -> StepState {
+    slot.outcome
+        .as_ref()
+        .map_or(StepState::Cancelled, |o| final_state(step, o.status))
 }
 
 fn result_of(plan: &Plan, slots: &[Slot], i: usize) -> StepResult {

@@ -21,6 +21,9 @@ use crate::diag::{Diagnostic, LoadError};
 /// The only plan format version this build reads.
 pub(crate) const VERSION: i64 = 1;
 
+/// The longest `timeout` accepted (a year); longer is surely a typo.
+const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 86_400);
+
 /// A validated plan.
 #[derive(Clone, Debug)]
 pub struct Plan {
@@ -466,7 +469,16 @@ impl Validator<'_> {
     fn env_table(&mut self, table: IndexMap<Spanned<String>, String>) -> IndexMap<String, String> {
         let mut out = IndexMap::new();
         for (k, v) in table {
-            if is_env_name(k.get_ref()) {
+            if v.contains('\0') {
+                self.err(
+                    k.span(),
+                    format!(
+                        "environment variable `{}` has a NUL character in its value",
+                        k.get_ref()
+                    ),
+                    Some("a NUL byte cannot be passed to a process; remove it".into()),
+                );
+            } else if is_env_name(k.get_ref()) {
                 out.insert(k.into_inner(), v);
             } else {
                 self.err(
@@ -660,6 +672,12 @@ impl Validator<'_> {
     ) -> (Step, Vec<Range<usize>>) {
         let id_span = id.span();
         let id = id.into_inner();
+        let command_span = rs
+            .run
+            .as_ref()
+            .map(Spanned::span)
+            .or_else(|| rs.argv.as_ref().map(Spanned::span))
+            .unwrap_or_else(|| id_span.clone());
         let program = match (rs.run, rs.argv) {
             (Some(run), Some(argv)) => {
                 self.err(
@@ -703,6 +721,17 @@ impl Validator<'_> {
                 Program::Argv(Vec::new())
             }
         };
+        let has_nul = match &program {
+            Program::Shell(script) => script.contains('\0'),
+            Program::Argv(argv) => argv.iter().any(|a| a.contains('\0')),
+        };
+        if has_nul {
+            self.err(
+                command_span,
+                format!("step `{id}` has a NUL character in its command"),
+                Some("a NUL byte cannot be passed to a process; remove it".into()),
+            );
+        }
 
         let mut needs = Vec::with_capacity(rs.needs.len());
         let mut spans = Vec::with_capacity(rs.needs.len());
@@ -749,10 +778,7 @@ impl Validator<'_> {
         let mut inputs = Vec::with_capacity(rs.inputs.len());
         for g in rs.inputs {
             match globset::Glob::new(g.get_ref()) {
-                Ok(_)
-                    if Path::new(g.get_ref()).is_absolute()
-                        || g.get_ref().split('/').any(|c| c == "..") =>
-                {
+                Ok(_) if escapes_root(g.get_ref()) => {
                     self.err(
                         g.span(),
                         format!("input `{}` is outside the plan root", g.get_ref()),
@@ -827,6 +853,14 @@ impl Validator<'_> {
         let secrets = self.env_names(&rs.secrets, "secret");
 
         let timeout = rs.timeout.and_then(|t| match parse_duration(t.get_ref()) {
+            Ok(d) if d > MAX_TIMEOUT => {
+                self.err(
+                    t.span(),
+                    format!("timeout `{}` is longer than a year", t.get_ref()),
+                    Some("omit `timeout` for no limit".into()),
+                );
+                None
+            }
             Ok(d) if !d.is_zero() => Some(d),
             Ok(_) => {
                 self.err(t.span(), "timeout must be longer than zero", Some("omit `timeout` for no limit".into()));
@@ -1038,6 +1072,14 @@ fn find_cycle(steps: &[Step], start: usize) -> Vec<usize> {
     }
     // toposort said `start` is on a cycle; fall back to naming it alone.
     vec![start, start]
+}
+
+/// True when a glob is absolute or climbs out of the root, in any brace alternative.
+fn escapes_root(glob: &str) -> bool {
+    glob.starts_with('/')
+        || glob.contains("{/")
+        || glob.contains(",/")
+        || glob.split(['/', '{', '}', ',']).any(|c| c == "..")
 }
 
 fn valid_host_port(entry: &str) -> bool {

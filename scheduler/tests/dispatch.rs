@@ -858,7 +858,7 @@ run = "x"
     let (report, ()) = guarded(async { tokio::join!(run, driver) }).await;
     let report = report.unwrap();
     assert_eq!(state_of(&report, "bad"), StepState::Failed);
-    assert_eq!(state_of(&report, "flaky"), StepState::Cancelled);
+    assert_eq!(state_of(&report, "flaky"), StepState::Failed);
     assert_eq!(attempts_of(&report, "flaky"), 1, "the retry never starts");
     assert_eq!(fake.called_steps(), ["flaky", "bad"]);
 }
@@ -1076,7 +1076,7 @@ retries = { count = 3, delay = "1h" }
     let (report, ()) = guarded(async { tokio::join!(run, driver) }).await;
     let report = report.unwrap();
     assert!(report.interrupted);
-    assert_eq!(state_of(&report, "flaky"), StepState::Cancelled);
+    assert_eq!(state_of(&report, "flaky"), StepState::Failed);
     assert_eq!(attempts_of(&report, "flaky"), 1);
     assert_eq!(fake.calls().len(), 1);
 }
@@ -1217,4 +1217,47 @@ fn priorities_of_a_diamond() {
     // bottom 1; left 5+1; right 2+1; top 1+max(6, 3).
     let weighted = priorities(&plan, &Table);
     assert_eq!(weighted, [secs(7), secs(6), secs(3), secs(1)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn slots_wait_for_a_wide_critical_step_instead_of_backfilling() {
+    // `first` ends while `n1` still runs; `wide` (cpus = 2, on the longest path) is then the
+    // most critical ready step but does not fit. The free slot must wait for it rather than
+    // go to `n2`/`n3`, which would push `wide` back until both of them are done.
+    let plan = plan(
+        r#"version = 1
+[steps.first]
+run = "x"
+[steps.wide]
+run = "x"
+needs = ["first"]
+cpus = 2
+[steps.last]
+run = "x"
+needs = ["wide"]
+[steps.n1]
+run = "x"
+[steps.n2]
+run = "x"
+[steps.n3]
+run = "x"
+"#,
+    );
+    let (fake, _notes) = Fake::new(&plan, 2);
+    let fake = fake
+        .script("first", [Script::Work(Duration::from_secs(2))])
+        .script("wide", [Script::Work(Duration::from_secs(5))])
+        .script("last", [Script::Work(Duration::from_secs(1))]);
+    let work = |f: Fake, id: &str| f.script(id, [Script::Work(Duration::from_secs(5))]);
+    let fake = Arc::new(["n1", "n2", "n3"].into_iter().fold(fake, work));
+    let recorder = Recorder::default();
+    let report = run_all(&plan, &fake, &recorder, &options(2, false))
+        .await
+        .unwrap();
+    assert!(report.success());
+    assert_eq!(
+        recorder.started(),
+        ["first", "n1", "wide", "last", "n2", "n3"],
+        "`wide` must start as soon as two slots are free"
+    );
 }

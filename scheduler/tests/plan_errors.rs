@@ -803,3 +803,36 @@ fn example_plan_parses() {
     let pos = |i: usize| plan.topo.iter().position(|&t| t == i).unwrap();
     assert!(pos(0) < pos(2) && pos(1) < pos(2) && pos(2) < pos(4) && pos(3) < pos(4));
 }
+
+// --- bytes a process cannot receive, absurd limits, escapes inside braces -----------------
+
+#[test]
+fn nul_in_command_or_env() {
+    let src = "version = 1\n\n[steps.a]\nrun = \"echo a\\u0000b\"\n\n[steps.b]\nargv = [\"echo\", \"x\\u0000\"]\nenv = { A = \"x\\u0000y\" }\n";
+    assert_eq!(count(src), 3);
+    assert_snapshot!(error(src));
+}
+
+#[test]
+fn timeout_longer_than_a_year() {
+    assert_snapshot!(error(
+        r#"version = 1
+
+[steps.a]
+run = "true"
+timeout = "200000000000000d"
+"#
+    ));
+}
+
+#[test]
+fn input_escaping_through_brace_alternatives() {
+    let src = r#"version = 1
+
+[steps.a]
+run = "true"
+inputs = ["{../secret,src}/**", "{/etc/passwd,x}", "{src,include}/**"]
+"#;
+    assert_eq!(count(src), 2, "only the two escaping globs are errors");
+    assert_snapshot!(error(src));
+}

@@ -78,7 +78,7 @@ fn retries() -> impl Strategy<Value = GenRetries> {
 fn program() -> impl Strategy<Value = Program> {
     prop_oneof![
         "[ -~]{0,20}[!-~]".prop_map(Program::Shell),
-        prop::collection::vec(".{0,10}", 0..4).prop_map(|rest| {
+        prop::collection::vec("[^\\x00]{0,10}", 0..4).prop_map(|rest| {
             let mut argv = vec!["prog".to_string()];
             argv.extend(rest);
             Program::Argv(argv)
@@ -92,7 +92,7 @@ fn step(i: usize) -> impl Strategy<Value = GenStep> {
         "[A-Za-z0-9][A-Za-z0-9_.-]{0,10}",
         subsequence((0..i).collect::<Vec<_>>(), 0..=i.min(4)),
         program(),
-        prop::collection::btree_map(env_name(), ".{0,16}", 0..4),
+        prop::collection::btree_map(env_name(), "[^\\x00]{0,16}", 0..4),
         prop::option::of(timeout()),
         prop::option::of(retries()),
         prop::option::of(1u32..=1024),
@@ -122,7 +122,7 @@ fn steps(max: usize) -> impl Strategy<Value = Vec<GenStep>> {
 }
 
 fn plan_env() -> impl Strategy<Value = BTreeMap<String, String>> {
-    prop::collection::btree_map(env_name(), ".{0,16}", 0..4)
+    prop::collection::btree_map(env_name(), "[^\\x00]{0,16}", 0..4)
 }
 
 /// The plan file for `steps`.
