@@ -329,7 +329,10 @@ fn run(args: RunArgs) -> Outcome {
     } else {
         Some(Watchdog::start().context("starting the step watchdog")?)
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // One thread: the dispatch loop, the step tasks and the reactor never hand work to each
+    // other across threads (two context switches a step otherwise), and every step is
+    // spawned from this thread, the one its parent-death signal is tied to.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;

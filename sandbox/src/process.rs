@@ -1,12 +1,11 @@
 //! Starting one process in its own session and process group, signalling that group, and
 //! reaping it without ever signalling a recycled process id.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::{CString, OsStr, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
@@ -162,57 +161,83 @@ pub fn spawn(
         program: program_name.clone(),
         source,
     };
-    let stderr = output.try_clone().map_err(io_err)?;
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .current_dir(&policy.cwd)
-        .env_clear()
-        .envs(policy.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(output))
-        .stderr(Stdio::from(stderr));
-    let parent = std::process::id() as libc::pid_t;
-    let umask = policy.umask;
-    // SAFETY: the closure runs between fork and exec and calls only async-signal-safe
-    // functions (setsid, prctl, getppid, umask, _exit); it allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setsid() < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // The parent may have died before PR_SET_PDEATHSIG was armed.
-            if libc::getppid() != parent {
-                libc::_exit(EXIT_PARENT_GONE);
-            }
-            libc::umask(umask);
-            Ok(())
-        });
-    }
-    let child = cmd.spawn().map_err(|source| match source.kind() {
+    let nul = |_| {
+        io_err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "nul byte in argument",
+        ))
+    };
+    // Everything the child needs is prepared here: between clone and exec it may not
+    // allocate (it shares this address space with the orchestrator's other threads).
+    let path = resolve(program, policy).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => SpawnError::NotFound {
             program: program_name.clone(),
         },
         io::ErrorKind::PermissionDenied => SpawnError::PermissionDenied {
             program: program_name.clone(),
         },
-        _ => io_err(source),
+        _ => io_err(e),
     })?;
-    let pid = Pid::from_raw(child.id() as libc::pid_t);
-    // std's Child neither kills nor waits on drop; from here `Child` owns the pid.
-    drop(child);
+    let path = CString::new(path.into_os_string().into_vec()).map_err(nul)?;
+    let argv_c: Vec<CString> = std::iter::once(program)
+        .chain(args)
+        .map(|a| CString::new(a.as_bytes()))
+        .collect::<Result<_, _>>()
+        .map_err(nul)?;
+    let env_c: Vec<CString> = policy
+        .env
+        .iter()
+        .map(|(k, v)| {
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            CString::new(kv)
+        })
+        .collect::<Result<_, _>>()
+        .map_err(nul)?;
+    let cwd = CString::new(policy.cwd.as_os_str().as_bytes()).map_err(nul)?;
+    let mut argv_p: Vec<*const libc::c_char> = argv_c.iter().map(|a| a.as_ptr()).collect();
+    argv_p.push(std::ptr::null());
+    let mut env_p: Vec<*const libc::c_char> = env_c.iter().map(|a| a.as_ptr()).collect();
+    env_p.push(std::ptr::null());
+    let stdin = std::fs::File::open("/dev/null").map_err(io_err)?;
+    let mut req = ChildRequest {
+        path: path.as_ptr(),
+        argv: argv_p.as_ptr(),
+        envp: env_p.as_ptr(),
+        cwd: cwd.as_ptr(),
+        stdin: stdin.as_raw_fd(),
+        output: output.as_raw_fd(),
+        parent: std::process::id() as libc::pid_t,
+        umask: policy.umask,
+        errno: 0,
+    };
+    let pid = Pid::from_raw(clone_vfork(&mut req).map_err(io_err)?);
+    drop((stdin, output));
+    if req.errno != 0 {
+        // The child could not exec and has exited; reap it.
+        let _ = wait4(pid);
+        let source = io::Error::from_raw_os_error(req.errno);
+        return Err(match source.kind() {
+            io::ErrorKind::NotFound => SpawnError::NotFound {
+                program: program_name.clone(),
+            },
+            io::ErrorKind::PermissionDenied => SpawnError::PermissionDenied {
+                program: program_name.clone(),
+            },
+            _ => io_err(source),
+        });
+    }
     if let Some(w) = watchdog {
         w.register(pid.as_raw());
     }
     let pidfd = match pidfd_open(pid).and_then(register_readable) {
         Ok(fd) => fd,
         Err(source) => {
-            kill_and_reap(pid);
             if let Some(w) = watchdog {
                 w.unregister(pid.as_raw());
             }
+            kill_and_reap(pid);
             return Err(io_err(source));
         }
     };
@@ -222,6 +247,145 @@ pub fn spawn(
         watchdog: watchdog.cloned(),
         reaped: false,
     })
+}
+
+/// The program's path: as given when it names a path, else the first executable match on
+/// the policy's `PATH` (the step's own, not the orchestrator's).
+fn resolve(program: &OsStr, policy: &Policy) -> io::Result<PathBuf> {
+    if program.as_bytes().contains(&b'/') {
+        return Ok(PathBuf::from(program));
+    }
+    let path = policy
+        .env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map_or_else(|| OsStr::new("/usr/bin:/bin"), |(_, v)| v.as_os_str());
+    let mut denied = false;
+    for dir in path.as_bytes().split(|&b| b == b':') {
+        let dir = if dir.is_empty() { b".".as_slice() } else { dir };
+        let candidate = Path::new(OsStr::from_bytes(dir)).join(program);
+        let Ok(meta) = candidate.metadata() else {
+            continue;
+        };
+        if !meta.is_file() {
+            continue;
+        }
+        let c = CString::new(candidate.as_os_str().as_bytes())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: a valid NUL-terminated path.
+        if unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0 {
+            return Ok(candidate);
+        }
+        denied = true;
+    }
+    Err(io::Error::from(if denied {
+        io::ErrorKind::PermissionDenied
+    } else {
+        io::ErrorKind::NotFound
+    }))
+}
+
+/// What the child of [`clone_vfork`] does, prepared by the parent. `errno` is written by
+/// the child when it cannot exec.
+struct ChildRequest {
+    path: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    cwd: *const libc::c_char,
+    stdin: libc::c_int,
+    output: libc::c_int,
+    parent: libc::pid_t,
+    umask: libc::mode_t,
+    errno: libc::c_int,
+}
+
+/// Size of the child's stack: it only makes a handful of system calls.
+const CHILD_STACK: usize = 64 * 1024;
+
+/// Starts the child with `clone(CLONE_VM | CLONE_VFORK)`, as `posix_spawn` does: the page
+/// tables are shared, not copied, and this thread resumes once the child has called
+/// `execve` or exited. Other threads keep running; the child touches only `req` and its
+/// own stack.
+fn clone_vfork(req: &mut ChildRequest) -> io::Result<libc::pid_t> {
+    let mut stack = vec![0u8; CHILD_STACK];
+    // SAFETY: one past the end of the allocation; the child's stack grows down from there.
+    let top = unsafe { stack.as_mut_ptr().add(CHILD_STACK) };
+    let top = (top as usize & !15) as *mut libc::c_void;
+    // SAFETY: sigset_t is plain old data.
+    let (mut all, mut old): (libc::sigset_t, libc::sigset_t) = unsafe { std::mem::zeroed() };
+    // SAFETY: valid sigset pointers. Blocking every signal keeps the orchestrator's
+    // handlers from running on the child's stack; the child resets them before unblocking.
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+    }
+    // SAFETY: `child_main` only reads `req`, writes `req.errno`, and calls
+    // async-signal-safe functions; `stack` and `req` outlive the child's use of them
+    // because CLONE_VFORK suspends this thread until the child execs or exits.
+    let pid = unsafe {
+        libc::clone(
+            child_main,
+            top,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            std::ptr::from_mut(req).cast(),
+        )
+    };
+    let err = io::Error::last_os_error();
+    // SAFETY: restoring the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    drop(stack);
+    if pid < 0 { Err(err) } else { Ok(pid) }
+}
+
+extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the parent's `ChildRequest`, alive until we exec or exit; every call
+    // below is an async-signal-safe system call.
+    unsafe {
+        let req = &mut *arg.cast::<ChildRequest>();
+        let fail = |req: &mut ChildRequest| -> ! {
+            req.errno = *libc::__errno_location();
+            libc::_exit(127)
+        };
+        // Handlers of the orchestrator must not run here; ignored signals (SIGPIPE) get
+        // their default back, as for any freshly started program.
+        for sig in 1..=libc::SIGRTMAX() {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, std::ptr::null(), &mut sa) == 0
+                && sa.sa_sigaction != libc::SIG_DFL
+            {
+                sa.sa_sigaction = libc::SIG_DFL;
+                sa.sa_flags = 0;
+                libc::sigaction(sig, &sa, std::ptr::null_mut());
+            }
+        }
+        if libc::setsid() < 0 || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) < 0 {
+            fail(req);
+        }
+        // The parent may have died before PR_SET_PDEATHSIG was armed.
+        if libc::getppid() != req.parent {
+            libc::_exit(EXIT_PARENT_GONE);
+        }
+        libc::umask(req.umask);
+        for (fd, target) in [(req.stdin, 0), (req.output, 1), (req.output, 2)] {
+            let r = if fd == target {
+                libc::fcntl(fd, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, target)
+            };
+            if r < 0 {
+                fail(req);
+            }
+        }
+        if libc::chdir(req.cwd) < 0 {
+            fail(req);
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        libc::execve(req.path, req.argv, req.envp);
+        fail(req)
+    }
 }
 
 fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {

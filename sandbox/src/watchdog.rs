@@ -3,19 +3,23 @@
 //! A parent-death signal reaches only a step's direct child, and only when the thread that
 //! forked it dies. A step's grandchildren would survive a `SIGKILL` of the orchestrator. The
 //! watchdog closes that gap: it is forked once, holds the read end of a pipe whose only
-//! write end lives in the orchestrator, and learns each step's process group as it starts
-//! and ends. When the orchestrator dies for any reason, the kernel closes the write end,
-//! the watchdog reads end-of-file, sends `SIGKILL` to every group still registered and
-//! exits.
+//! write end lives in the orchestrator, and shares with it a table of live step groups
+//! (anonymous shared memory, mapped before the fork). The orchestrator records each step's
+//! process group there as it starts and clears it as it ends, without waking the watchdog,
+//! which sleeps in `read` the whole time. When the orchestrator dies for any reason, the
+//! kernel closes the write end, the watchdog reads end-of-file, sends `SIGKILL` to every
+//! group still in the table and exits.
 //!
 //! The watchdog never execs: between fork and exit it calls only async-signal-safe
-//! functions (read, kill, close, open, dup2, signal, setpgid, prctl, _exit) and writes only
-//! into memory allocated before the fork, so forking a multi-threaded process is sound.
+//! functions (read, kill, close, open, dup2, signal, setpgid, prctl, _exit) and touches only
+//! memory mapped before the fork, so forking a multi-threaded process is sound.
 
+use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Most step groups one watchdog tracks at once; more are still parent-death-signalled
 /// but not watched.
@@ -30,6 +34,9 @@ pub enum WatchdogError {
     /// fork failed.
     #[error("could not fork the watchdog process")]
     Fork(#[source] io::Error),
+    /// mmap of the shared group table failed.
+    #[error("could not map the watchdog's group table")]
+    Map(#[source] io::Error),
 }
 
 /// Handle to the watchdog process. Cheap to clone; the process exits when the last clone
@@ -43,18 +50,66 @@ pub struct Watchdog {
 struct Inner {
     tx: Option<File>,
     pid: libc::pid_t,
+    table: Table,
+    /// Which slot holds which group, and which slots are free.
+    slots: Mutex<Slots>,
 }
 
-const REGISTER: u8 = b'+';
-const UNREGISTER: u8 = b'-';
+#[derive(Debug, Default)]
+struct Slots {
+    by_pgid: HashMap<i32, usize>,
+    free: Vec<usize>,
+}
+
+/// `CAPACITY` process group ids (0 = empty) in memory shared with the watchdog process.
+#[derive(Debug)]
+struct Table(*mut AtomicI32);
+
+// SAFETY: the table is only accessed through atomics; the mapping lives as long as `Table`.
+unsafe impl Send for Table {}
+// SAFETY: as above.
+unsafe impl Sync for Table {}
+
+impl Table {
+    fn new() -> io::Result<Table> {
+        // SAFETY: a fresh anonymous shared mapping; zero-filled, which is CAPACITY empty
+        // AtomicI32 slots.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                CAPACITY * size_of::<AtomicI32>(),
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Table(p.cast()))
+    }
+
+    fn slots(&self) -> &[AtomicI32] {
+        // SAFETY: CAPACITY initialised atomics, mapped until drop.
+        unsafe { std::slice::from_raw_parts(self.0, CAPACITY) }
+    }
+}
+
+impl Drop for Table {
+    fn drop(&mut self) {
+        // SAFETY: unmapping what `new` mapped; no reference outlives `self`.
+        unsafe { libc::munmap(self.0.cast(), CAPACITY * size_of::<AtomicI32>()) };
+    }
+}
 
 impl Watchdog {
     /// Forks the watchdog process.
     pub fn start() -> Result<Watchdog, WatchdogError> {
         let (rx, tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| WatchdogError::Pipe(e.into()))?;
-        // Allocated before fork: the child may not allocate.
-        let mut table = vec![0 as libc::pid_t; CAPACITY].into_boxed_slice();
+        // Mapped before fork and shared with the child, which may not allocate.
+        let table = Table::new().map_err(WatchdogError::Map)?;
         // SAFETY: the child branch below runs only async-signal-safe code and ends in _exit.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
@@ -63,13 +118,18 @@ impl Watchdog {
         if pid == 0 {
             drop(tx);
             // SAFETY: we are the freshly forked child; see child_main.
-            unsafe { child_main(&rx, &mut table) }
+            unsafe { child_main(&rx, table.slots()) }
         }
         drop(rx);
         Ok(Watchdog {
             inner: Arc::new(Inner {
                 tx: Some(File::from(tx)),
                 pid,
+                table,
+                slots: Mutex::new(Slots {
+                    by_pgid: HashMap::new(),
+                    free: (0..CAPACITY).rev().collect(),
+                }),
             }),
         })
     }
@@ -81,22 +141,28 @@ impl Watchdog {
 
     /// Starts watching process group `pgid`.
     pub fn register(&self, pgid: i32) {
-        self.send(REGISTER, pgid);
+        let Ok(mut slots) = self.inner.slots.lock() else {
+            return;
+        };
+        if slots.by_pgid.contains_key(&pgid) {
+            return;
+        }
+        let Some(i) = slots.free.pop() else {
+            tracing::warn!("watchdog table full; process group {pgid} is not watched");
+            return;
+        };
+        slots.by_pgid.insert(pgid, i);
+        self.inner.table.slots()[i].store(pgid, Ordering::Release);
     }
 
     /// Stops watching process group `pgid`.
     pub fn unregister(&self, pgid: i32) {
-        self.send(UNREGISTER, pgid);
-    }
-
-    fn send(&self, op: u8, pgid: i32) {
-        let mut rec = [0u8; 5];
-        rec[0] = op;
-        rec[1..].copy_from_slice(&pgid.to_le_bytes());
-        // Five bytes is below PIPE_BUF, so concurrent writes never interleave.
-        let Some(tx) = &self.inner.tx else { return };
-        if let Err(e) = (&*tx).write_all(&rec) {
-            tracing::warn!("watchdog pipe write failed: {e}");
+        let Ok(mut slots) = self.inner.slots.lock() else {
+            return;
+        };
+        if let Some(i) = slots.by_pgid.remove(&pgid) {
+            self.inner.table.slots()[i].store(0, Ordering::Release);
+            slots.free.push(i);
         }
     }
 }
@@ -118,7 +184,7 @@ impl Drop for Inner {
 ///
 /// # Safety
 /// Must be called only in the child right after fork.
-unsafe fn child_main(rx: &OwnedFd, table: &mut [libc::pid_t]) -> ! {
+unsafe fn child_main(rx: &OwnedFd, table: &[AtomicI32]) -> ! {
     // SAFETY: all calls below are async-signal-safe syscalls on valid arguments.
     unsafe {
         libc::setpgid(0, 0);
@@ -143,40 +209,17 @@ unsafe fn child_main(rx: &OwnedFd, table: &mut [libc::pid_t]) -> ! {
                 libc::close(null);
             }
         }
-        let mut len = 0usize;
-        let mut buf = [0u8; 4096];
-        let mut have = 0usize;
+        // Nothing is ever written to the pipe: read returns only at end-of-file, when the
+        // orchestrator's write end is closed (it exited, or dropped its last handle).
+        let mut buf = [0u8; 64];
         loop {
-            let n = libc::read(3, buf.as_mut_ptr().add(have).cast(), buf.len() - have);
-            if n < 0 {
-                if *libc::__errno_location() == libc::EINTR {
-                    continue;
-                }
+            let n = libc::read(3, buf.as_mut_ptr().cast(), buf.len());
+            if n == 0 || (n < 0 && *libc::__errno_location() != libc::EINTR) {
                 break;
             }
-            if n == 0 {
-                break;
-            }
-            have += n as usize;
-            let whole = have - have % 5;
-            let mut i = 0;
-            while i < whole {
-                let pgid = i32::from_le_bytes([buf[i + 1], buf[i + 2], buf[i + 3], buf[i + 4]]);
-                if buf[i] == REGISTER {
-                    if len < table.len() {
-                        table[len] = pgid;
-                        len += 1;
-                    }
-                } else if let Some(pos) = table[..len].iter().position(|&p| p == pgid) {
-                    table[pos] = table[len - 1];
-                    len -= 1;
-                }
-                i += 5;
-            }
-            buf.copy_within(whole..have, 0);
-            have -= whole;
         }
-        for &pgid in &table[..len] {
+        for slot in table {
+            let pgid = slot.load(Ordering::Acquire);
             if pgid > 1 {
                 libc::kill(-pgid, libc::SIGKILL);
             }
