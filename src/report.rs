@@ -10,9 +10,14 @@ use ci_intel_scheduler::{Event, Observer, RunReport, StepState};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Prints events and step output; a progress bar when stdout is a terminal.
+///
+/// Without a terminal, event lines are buffered until the dispatch loop waits
+/// ([`Observer::flush`]), so a burst of events costs one write; a step's output line is
+/// written at once, with whatever events precede it.
 pub(crate) struct Reporter {
     bar: Option<ProgressBar>,
     running: Mutex<Vec<String>>,
+    pending: Mutex<Vec<u8>>,
 }
 
 impl Reporter {
@@ -33,34 +38,55 @@ impl Reporter {
         Reporter {
             bar,
             running: Mutex::new(Vec::new()),
+            pending: Mutex::new(Vec::new()),
         }
     }
 
-    fn println(&self, line: &str) {
-        match &self.bar {
-            Some(bar) => bar.println(line),
-            None => {
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{line}");
-            }
+    /// Prints one line; `now` writes it (and anything buffered) at once.
+    fn println(&self, line: &str, now: bool) {
+        if let Some(bar) = &self.bar {
+            bar.println(line);
+            return;
         }
+        let Ok(mut pending) = self.pending.lock() else {
+            return;
+        };
+        pending.extend_from_slice(line.as_bytes());
+        pending.push(b'\n');
+        if now || pending.len() >= 64 * 1024 {
+            write_out(&mut pending);
+        }
+    }
+
+    fn println_event(&self, line: &str) {
+        self.println(line, false);
     }
 
     fn set_running(&self, f: impl FnOnce(&mut Vec<String>)) {
+        let Some(bar) = &self.bar else {
+            return;
+        };
         let Ok(mut running) = self.running.lock() else {
             return;
         };
         f(&mut running);
-        if let Some(bar) = &self.bar {
-            bar.set_message(running.join(", "));
-        }
+        bar.set_message(running.join(", "));
     }
 
     pub(crate) fn finish(&self) {
+        Observer::flush(self);
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
     }
+}
+
+/// Writes and empties `buf`, ignoring a closed stdout.
+fn write_out(buf: &mut Vec<u8>) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(buf);
+    let _ = out.flush();
+    buf.clear();
 }
 
 pub(crate) fn secs(d: Duration) -> String {
@@ -68,14 +94,22 @@ pub(crate) fn secs(d: Duration) -> String {
 }
 
 impl Observer for Reporter {
+    fn flush(&self) {
+        if let Ok(mut pending) = self.pending.lock() {
+            if !pending.is_empty() {
+                write_out(&mut pending);
+            }
+        }
+    }
+
     fn event(&self, event: &Event<'_>) {
         match event {
             Event::Started { step, attempt } => {
                 self.set_running(|r| r.push(step.id.clone()));
                 if *attempt == 1 {
-                    self.println(&format!("     START {}", step.id));
+                    self.println_event(&format!("     START {}", step.id));
                 } else {
-                    self.println(&format!("     START {} (attempt {attempt})", step.id));
+                    self.println_event(&format!("     START {} (attempt {attempt})", step.id));
                 }
             }
             Event::Retrying {
@@ -85,7 +119,7 @@ impl Observer for Reporter {
                 delay,
             } => {
                 self.set_running(|r| r.retain(|s| *s != step.id));
-                self.println(&format!(
+                self.println_event(&format!(
                     "     RETRY {} ({}; attempt {next_attempt} of {} in {})",
                     step.id,
                     outcome
@@ -130,16 +164,16 @@ impl Observer for Reporter {
                         )
                     }
                 };
-                self.println(&line);
+                self.println_event(&line);
             }
-            Event::Stopping { reason } => self.println(&format!("      STOP {reason}")),
+            Event::Stopping { reason } => self.println_event(&format!("      STOP {reason}")),
         }
     }
 }
 
 impl OutputSink for Reporter {
     fn line(&self, step: &str, line: &[u8]) {
-        self.println(&format!("[{step}] {}", String::from_utf8_lossy(line)));
+        self.println(&format!("[{step}] {}", String::from_utf8_lossy(line)), true);
     }
 }
 

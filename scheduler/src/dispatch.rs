@@ -138,6 +138,10 @@ pub enum Event<'a> {
 pub trait Observer: Send + Sync {
     /// Called from the dispatch loop; keep it quick.
     fn event(&self, event: &Event<'_>);
+
+    /// Called when the dispatch loop is about to wait: a good moment to flush buffered
+    /// output, so a burst of events costs one write.
+    fn flush(&self) {}
 }
 
 /// A fault of the orchestrator that ended the run.
@@ -176,7 +180,14 @@ struct Slot {
     ready_at: Option<Instant>,
     queue: Duration,
     outcome: Option<Outcome>,
-    state: Option<StepState>,
+    /// Set once the step reached its final state.
+    result: Option<StepResult>,
+}
+
+impl Slot {
+    fn state(&self) -> Option<&StepState> {
+        self.result.as_ref().map(|r| &r.state)
+    }
 }
 
 /// Runs the selected steps of `plan` to completion, failure or interruption.
@@ -223,7 +234,7 @@ pub async fn dispatch<E: Execute>(
             ready_at: None,
             queue: Duration::ZERO,
             outcome: None,
-            state: None,
+            result: None,
         });
         if selection.contains(i) && missing == 0 {
             slots[i].ready_at = Some(started);
@@ -273,6 +284,7 @@ pub async fn dispatch<E: Execute>(
         if tasks.is_empty() {
             break;
         }
+        observer.flush();
         let msg = tokio::select! {
             joined = tasks.join_next() => match joined {
                 Some(Ok(msg)) => msg,
@@ -382,12 +394,13 @@ pub async fn dispatch<E: Execute>(
 
     // Whatever never ran was skipped: say why.
     for i in plan.topo.iter().copied().filter(|&i| selection.contains(i)) {
-        if slots[i].state.is_some() {
+        if slots[i].result.is_some() {
             continue;
         }
-        let blocker = plan.steps[i].needs.iter().find(|&&d| {
-            selection.contains(d) && !slots[d].state.as_ref().is_some_and(StepState::is_ok)
-        });
+        let blocker = plan.steps[i]
+            .needs
+            .iter()
+            .find(|&&d| selection.contains(d) && !slots[d].state().is_some_and(StepState::is_ok));
         let reason = match (blocker, &stopping) {
             (Some(&d), _) => format!("needs `{}`, which did not succeed", plan.steps[d].id),
             (None, Some(r)) => format!("not started: {r}"),
@@ -395,9 +408,12 @@ pub async fn dispatch<E: Execute>(
         };
         finish(plan, &mut slots, i, StepState::Skipped(reason), observer);
     }
-    let results = (0..n)
-        .filter(|&i| selection.contains(i))
-        .map(|i| result_of(plan, &slots, i))
+    observer.flush();
+    let results = slots
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| selection.contains(*i))
+        .map(|(i, s)| s.result.unwrap_or_else(|| unfinished(plan, i)))
         .collect();
     Ok(RunReport {
         results,
@@ -424,29 +440,35 @@ fn last_state(step: &Step, slot: &Slot) -> StepState {
         .map_or(StepState::Cancelled, |o| final_state(step, o.status))
 }
 
-fn result_of(plan: &Plan, slots: &[Slot], i: usize) -> StepResult {
-    let s = &slots[i];
+/// A result for a step that never reached `finish` (cannot happen; kept total).
+fn unfinished(plan: &Plan, i: usize) -> StepResult {
     StepResult {
         index: i,
         id: plan.steps[i].id.clone(),
-        state: s
-            .state
-            .clone()
-            .unwrap_or(StepState::Skipped("not started".into())),
-        attempts: s.attempts,
-        duration: s.duration,
-        queue: s.queue,
-        outcome: s.outcome.clone(),
+        state: StepState::Skipped("not started".into()),
+        attempts: 0,
+        duration: Duration::ZERO,
+        queue: Duration::ZERO,
+        outcome: None,
     }
 }
 
+/// Records the final state of step `i` (its outcome moves into the result) and reports it.
 fn finish(plan: &Plan, slots: &mut [Slot], i: usize, state: StepState, observer: &dyn Observer) {
-    slots[i].phase = Phase::Done;
-    slots[i].state = Some(state);
-    let result = result_of(plan, slots, i);
+    let slot = &mut slots[i];
+    slot.phase = Phase::Done;
+    let result = slot.result.insert(StepResult {
+        index: i,
+        id: plan.steps[i].id.clone(),
+        state,
+        attempts: slot.attempts,
+        duration: slot.duration,
+        queue: slot.queue,
+        outcome: slot.outcome.take(),
+    });
     observer.event(&Event::Finished {
         step: &plan.steps[i],
-        result: &result,
+        result,
     });
 }
 

@@ -181,8 +181,10 @@ struct RawPlan {
     #[serde(default)]
     pass_env: Vec<Spanned<String>>,
     sandbox: Option<RawSandbox>,
+    // Boxed: a step table is large, and moving 100k of them while the map grows costs
+    // more than the allocations.
     #[serde(default)]
-    steps: IndexMap<Spanned<String>, RawStep>,
+    steps: IndexMap<Spanned<String>, Box<RawStep>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -629,6 +631,7 @@ impl Validator<'_> {
         let mut need_spans: Vec<Vec<Range<usize>>> = Vec::with_capacity(raw.steps.len());
         let mut claimed: Vec<(String, usize)> = Vec::new();
         for (id, rs) in raw.steps {
+            let rs = *rs;
             let (step, spans) = self.step(
                 id,
                 rs,
