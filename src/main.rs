@@ -161,6 +161,7 @@ fn plan_graph(path: &Path, format: GraphFormat) -> Outcome {
 
 fn doctor(json: bool) -> Result<u8, Failure> {
     let posture = Posture::current();
+    let host = ci_intel_sandbox::probe_host();
     if json {
         let layers: Vec<serde_json::Value> = posture
             .layers
@@ -173,7 +174,19 @@ fn doctor(json: bool) -> Result<u8, Failure> {
                 })
             })
             .collect();
-        outln!("{}", serde_json::json!({ "layers": layers }));
+        let host: Vec<serde_json::Value> = host
+            .iter()
+            .map(|h| {
+                serde_json::json!({
+                    "layer": h.layer.name(),
+                    "available": h.available,
+                    "version": h.version,
+                    "detail": h.detail,
+                    "fix": h.fix,
+                })
+            })
+            .collect();
+        outln!("{}", serde_json::json!({ "layers": layers, "host": host }));
     } else {
         outln!("{:<14} {:<13} DETAIL", "LAYER", "ENFORCED");
         for l in &posture.layers {
@@ -183,6 +196,19 @@ fn doctor(json: bool) -> Result<u8, Failure> {
                 l.level.to_string(),
                 l.detail
             );
+        }
+        outln!();
+        outln!("{:<14} {:<13} DETAIL", "HOST", "AVAILABLE");
+        for h in &host {
+            outln!(
+                "{:<14} {:<13} {}",
+                h.layer.name(),
+                if h.available { "yes" } else { "no" },
+                h.detail
+            );
+            if let Some(fix) = h.fix {
+                outln!("{:<28} fix: {fix}", "");
+            }
         }
     }
     Ok(exit::SUCCESS)

@@ -282,14 +282,39 @@ fn doctor_shows_the_posture() {
     let w = Workdir::new();
     let table = w.run(&["doctor"]);
     assert_eq!(table.code, Some(0), "{}", table.shown);
-    assert_snapshot!(table.shown);
+    // The first section (what this build enforces) is the same on every host; the second
+    // (what the host offers) is checked below and by the sandbox's own probe tests.
+    let (enforced, host) = table
+        .stdout
+        .split_once("\n\n")
+        .expect("an ENFORCED and a HOST section");
+    assert_snapshot!(enforced);
+    assert!(host.starts_with("HOST "), "{host}");
+    for name in [
+        "userns", "mountns", "pidns", "netns", "landlock", "seccomp", "cgroups",
+    ] {
+        assert!(
+            host.lines().any(|l| l.starts_with(&format!("{name} "))),
+            "{name} missing from {host}"
+        );
+    }
     let json = w.run(&["doctor", "--json"]);
     assert_eq!(json.code, Some(0), "{}", json.shown);
     let value: serde_json::Value =
         serde_json::from_str(&json.stdout).expect("doctor --json prints JSON");
+    let probed = value["host"].as_array().expect("a `host` array");
+    assert_eq!(probed.len(), 7);
+    for h in probed {
+        let available = h["available"].as_bool().expect("available is a bool");
+        assert_eq!(
+            available,
+            h["fix"].is_null(),
+            "a missing layer names its fix: {h}"
+        );
+    }
     let layers = value["layers"].as_array().expect("a `layers` array");
-    assert_eq!(layers.len(), table.stdout.lines().count() - 1);
-    for (layer, row) in layers.iter().zip(table.stdout.lines().skip(1)) {
+    assert_eq!(layers.len(), enforced.lines().count() - 1);
+    for (layer, row) in layers.iter().zip(enforced.lines().skip(1)) {
         let name = layer["layer"].as_str().expect("layer name");
         assert!(row.starts_with(name), "{row} vs {layer}");
         assert!(

@@ -18,10 +18,12 @@
 
 mod orphans;
 mod posture;
+mod probe;
 mod process;
 mod watchdog;
 
 pub use orphans::{adopt_orphans, kill_orphans};
 pub use posture::{Layer, LayerReport, Level, Posture};
+pub use probe::{HostLayer, PROBED, probe, probe_host};
 pub use process::{Child, Exit, Policy, SpawnError, spawn};
 pub use watchdog::{Watchdog, WatchdogError};
