@@ -1,12 +1,14 @@
 //! Runs ONE action and returns its outcome as data.
 //!
 //! This crate owns a single step attempt from the moment the scheduler hands it over: the
-//! environment it gets (the fixed determinism set plus what the plan declares), the cache
-//! lookup, the sandboxed process, streaming its output to a log file and to a live
+//! environment it gets (the fixed determinism set plus what the plan declares), the
+//! sandboxed process, streaming its output to a log file and to a live
 //! [`OutputSink`] (redacting secrets, bounded in memory whatever the step prints), the
 //! timeout and cancellation protocol (`SIGTERM` to the step's process group, a grace
 //! period, then `SIGKILL`), and the [`Outcome`]: succeeded, failed, timed out or cancelled,
-//! with timings, resource use and the log path.
+//! with timings, resource use and the log path. The cache lookup before a run and the
+//! publish after it belong here too, through [`ci_intel_cache::ActionCache`]; they are not
+//! wired yet, so every action runs.
 //!
 //! A step that fails is not an error: [`Execute::execute`] returns `Err` only for faults of
 //! the orchestrator itself (a log file that cannot be written, a pipe that cannot be made).

@@ -474,11 +474,6 @@ impl Child {
         self.reaped = true;
         exit
     }
-
-    /// The raw pidfd, for callers that poll it themselves.
-    pub fn pidfd(&self) -> i32 {
-        self.pidfd.get_ref().as_raw_fd()
-    }
 }
 
 impl Drop for Child {

@@ -238,6 +238,16 @@ impl Observer for Recorder {
 }
 
 impl Recorder {
+    /// A recorder that also sends every event to the returned receiver.
+    fn with_events() -> (Recorder, mpsc::UnboundedReceiver<Ev>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let recorder = Recorder {
+            tx: Some(tx),
+            ..Recorder::default()
+        };
+        (recorder, rx)
+    }
+
     fn events(&self) -> Vec<Ev> {
         self.events.lock().unwrap().clone()
     }
@@ -326,17 +336,32 @@ async fn run_all(
     recorder: &Recorder,
     options: &DispatchOptions,
 ) -> Result<RunReport, DispatchError> {
+    run_driven(plan, fake, recorder, options, Cancel::never(), async {}).await
+}
+
+/// Runs the whole plan while `driver` acts on the run (releases gates, interrupts), both
+/// under the deadlock guard.
+async fn run_driven(
+    plan: &Plan,
+    fake: &Arc<Fake>,
+    recorder: &Recorder,
+    options: &DispatchOptions,
+    interrupt: Cancel,
+    driver: impl std::future::Future<Output = ()>,
+) -> Result<RunReport, DispatchError> {
     let prio = priorities(plan, &StaticEstimator::default());
-    guarded(dispatch(
+    let selection = Selection::all(plan);
+    let run = dispatch(
         plan,
-        &Selection::all(plan),
+        &selection,
         &prio,
         fake.clone(),
         recorder,
         options,
-        Cancel::never(),
-    ))
-    .await
+        interrupt,
+    );
+    let (report, ()) = guarded(async { tokio::join!(run, driver) }).await;
+    report
 }
 
 fn state_of(report: &RunReport, id: &str) -> StepState {
@@ -834,29 +859,21 @@ run = "x"
         fake.script("flaky", [Script::End(Status::Failed)])
             .script("bad", [Script::Held(gate.clone(), Status::Failed)]),
     );
-    let (tx, mut events) = mpsc::unbounded_channel();
-    let recorder = Recorder {
-        tx: Some(tx),
-        ..Recorder::default()
-    };
-    let prio = priorities(&plan, &StaticEstimator::default());
-    let selection = Selection::all(&plan);
-    let opts = options(2, false);
-    let run = dispatch(
-        &plan,
-        &selection,
-        &prio,
-        fake.clone(),
-        &recorder,
-        &opts,
-        Cancel::never(),
-    );
+    let (recorder, mut events) = Recorder::with_events();
     let driver = async {
         while !matches!(events.recv().await, Some(Ev::Retrying { .. })) {}
         gate.notify_one();
     };
-    let (report, ()) = guarded(async { tokio::join!(run, driver) }).await;
-    let report = report.unwrap();
+    let report = run_driven(
+        &plan,
+        &fake,
+        &recorder,
+        &options(2, false),
+        Cancel::never(),
+        driver,
+    )
+    .await
+    .unwrap();
     assert_eq!(state_of(&report, "bad"), StepState::Failed);
     assert_eq!(state_of(&report, "flaky"), StepState::Failed);
     assert_eq!(attempts_of(&report, "flaky"), 1, "the retry never starts");
@@ -881,29 +898,21 @@ run = "x"
         fake.script("late", [Script::Held(gate.clone(), Status::Failed)])
             .script("bad", [Script::End(Status::Failed)]),
     );
-    let (tx, mut events) = mpsc::unbounded_channel();
-    let recorder = Recorder {
-        tx: Some(tx),
-        ..Recorder::default()
-    };
-    let prio = priorities(&plan, &StaticEstimator::default());
-    let selection = Selection::all(&plan);
-    let opts = options(2, false);
-    let run = dispatch(
-        &plan,
-        &selection,
-        &prio,
-        fake.clone(),
-        &recorder,
-        &opts,
-        Cancel::never(),
-    );
+    let (recorder, mut events) = Recorder::with_events();
     let driver = async {
         while !matches!(events.recv().await, Some(Ev::Stopping { .. })) {}
         gate.notify_one();
     };
-    let (report, ()) = guarded(async { tokio::join!(run, driver) }).await;
-    let report = report.unwrap();
+    let report = run_driven(
+        &plan,
+        &fake,
+        &recorder,
+        &options(2, false),
+        Cancel::never(),
+        driver,
+    )
+    .await
+    .unwrap();
     assert_eq!(state_of(&report, "late"), StepState::Failed);
     assert_eq!(attempts_of(&report, "late"), 1);
     assert!(recorder.retries().is_empty());
@@ -1047,24 +1056,8 @@ retries = { count = 3, delay = "1h" }
     );
     let (fake, _notes) = Fake::new(&plan, 1);
     let fake = Arc::new(fake.script("flaky", [Script::End(Status::Failed)]));
-    let (tx, mut events) = mpsc::unbounded_channel();
-    let recorder = Recorder {
-        tx: Some(tx),
-        ..Recorder::default()
-    };
-    let prio = priorities(&plan, &StaticEstimator::default());
-    let selection = Selection::all(&plan);
-    let opts = options(1, false);
+    let (recorder, mut events) = Recorder::with_events();
     let interrupt = CancelSource::new();
-    let run = dispatch(
-        &plan,
-        &selection,
-        &prio,
-        fake.clone(),
-        &recorder,
-        &opts,
-        interrupt.token(),
-    );
     let driver = async {
         loop {
             if let Some(Ev::Retrying { .. }) = events.recv().await {
@@ -1073,8 +1066,16 @@ retries = { count = 3, delay = "1h" }
         }
         interrupt.cancel(CancelLevel::Graceful);
     };
-    let (report, ()) = guarded(async { tokio::join!(run, driver) }).await;
-    let report = report.unwrap();
+    let report = run_driven(
+        &plan,
+        &fake,
+        &recorder,
+        &options(1, false),
+        interrupt.token(),
+        driver,
+    )
+    .await
+    .unwrap();
     assert!(report.interrupted);
     assert_eq!(state_of(&report, "flaky"), StepState::Failed);
     assert_eq!(attempts_of(&report, "flaky"), 1);
