@@ -10,20 +10,46 @@
 //! It knows nothing of plans, steps, retries or caches: the executor decides *what* to run
 //! and *when* to stop it; this crate decides *how* it is contained.
 //!
-//! What is enforced today: every process gets its own session and process group, a parent
-//! death signal, a cleared environment built from the policy, a fixed umask and `/dev/null`
-//! as stdin. Namespaces, Landlock, seccomp and cgroups are reported as
-//! [`Level::NotEnforced`] by [`Posture::current`]; they are the next layers this crate
-//! grows, behind the same [`spawn`] seam.
+//! Two ways to start a process, behind one [`spawn`]:
+//! - plain: its own session and process group, a parent-death signal, a cleared
+//!   environment built from the policy, a fixed umask and `/dev/null` as stdin;
+//! - isolated ([`Policy::isolate`] with an [`Isolation`]): one `clone3` into new user,
+//!   mount, pid, network, UTS, IPC and cgroup namespaces; a fresh read-only tmpfs root
+//!   with only the system directories and the declared paths; a tiny pid 1 that reaps and
+//!   forwards signals; no capabilities, `no_new_privs`, Landlock rules that mirror the
+//!   mounts, a seccomp denylist, and rlimits. [`Posture::isolated`] says how much of that
+//!   this host enforces; docs/sandbox.md walks through the sequence.
+//!
+//! The [`EgressProxy`] is the other half of network isolation: it runs outside the
+//! sandbox and serves an [`Allowlist`] on the proxy port a sandbox hands out.
+//!
+//! Not here: cgroup limits (not applied yet; reported as not enforced), what a step
+//! declares (the executor turns a step into an [`Isolation`]), and output collection.
 
+mod cgroup;
+mod egress;
+mod isolation;
+mod landlock;
+mod ns;
 mod orphans;
 mod posture;
 mod probe;
 mod process;
+mod seccomp;
 mod watchdog;
 
+pub use egress::{
+    Allowlist, AllowlistError, CONNECT_TIMEOUT, EgressEvent, EgressProxy, HEAD_TIMEOUT,
+    MAX_CONNECTIONS, MAX_HEAD_BYTES,
+};
+pub use isolation::{
+    HOME, HOSTNAME, Isolation, IsolationBuilder, LayoutError, Limits, NetworkMode, NetworkSet,
+    NetworkUnset, PROXY_PORT, SANDBOX_UID,
+};
+pub use ns::{EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, EXIT_SETUP_FAILED, SandboxError, Stage};
 pub use orphans::{adopt_orphans, kill_orphans};
 pub use posture::{Layer, LayerReport, Level, Posture};
 pub use probe::{HostLayer, PROBED, probe, probe_host};
-pub use process::{Child, Exit, Policy, SpawnError, spawn};
+pub use process::{Child, Exit, Policy, SpawnError, spawn, spawn_stdio};
+pub use seccomp::{SeccompError, denied_syscalls};
 pub use watchdog::{Watchdog, WatchdogError};

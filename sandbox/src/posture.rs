@@ -95,7 +95,7 @@ pub struct LayerReport {
     /// How far it is enforced.
     pub level: Level,
     /// Why, in a few words.
-    pub detail: &'static str,
+    pub detail: String,
 }
 
 /// What [`spawn`](crate::spawn) enforces on this host.
@@ -106,8 +106,8 @@ pub struct Posture {
 }
 
 impl Posture {
-    /// The posture of the process backend on this host.
-    pub fn current() -> Posture {
+    /// What a process started without isolation gets (`sandbox = false`, `--no-sandbox`).
+    pub fn process() -> Posture {
         let layers = Layer::ALL
             .into_iter()
             .map(|layer| {
@@ -118,7 +118,122 @@ impl Posture {
                          calls setsid is killed only when the run ends",
                     ),
                     Layer::Env => (Level::Fully, "cleared; only declared variables"),
-                    _ => (Level::NotEnforced, "not implemented by the process backend"),
+                    _ => (Level::NotEnforced, "the step runs without the sandbox"),
+                };
+                LayerReport {
+                    layer,
+                    level,
+                    detail: detail.into(),
+                }
+            })
+            .collect();
+        Posture { layers }
+    }
+
+    /// What an isolated process ([`Policy::isolate`](crate::Policy::isolate)) gets on this
+    /// host. Probes the host (a few short-lived children).
+    pub fn isolated() -> Posture {
+        Posture::from_host(
+            &crate::probe::probe_host(),
+            crate::seccomp::Filters::get().is_ok(),
+            &crate::cgroup::available(),
+        )
+    }
+
+    /// The isolated posture given what the host offers: the probes, whether the seccomp
+    /// filters build, and the cgroup v1 controllers a sandbox gets (as root).
+    pub fn from_host(
+        host: &[crate::probe::HostLayer],
+        seccomp_builds: bool,
+        cgroup_v1: &[&str],
+    ) -> Posture {
+        let offered = |layer: Layer| host.iter().find(|h| h.layer == layer);
+        let layers = Layer::ALL
+            .into_iter()
+            .map(|layer| {
+                let available = offered(layer).is_some_and(|h| h.available);
+                let why_not = || {
+                    offered(layer).map_or_else(|| "not probed".to_string(), |h| h.detail.clone())
+                };
+                let (level, detail): (Level, String) = match layer {
+                    Layer::ProcessGroup => (
+                        Level::Fully,
+                        "pid namespace: the whole tree dies with the step; parent-death signal; \
+                         watchdog"
+                            .into(),
+                    ),
+                    Layer::Env => (
+                        Level::Fully,
+                        "cleared; declared variables and the fixed set only".into(),
+                    ),
+                    Layer::UserNs if available => (
+                        Level::Fully,
+                        format!(
+                            "uid/gid {} inside, no capabilities, no_new_privs",
+                            crate::SANDBOX_UID
+                        ),
+                    ),
+                    Layer::MountNs if available => (
+                        Level::Fully,
+                        "fresh tmpfs root, system dirs and declared paths only, read-only \
+                         unless writable"
+                            .into(),
+                    ),
+                    Layer::PidNs if available => {
+                        (Level::Fully, "own pid 1; host processes invisible".into())
+                    }
+                    Layer::NetNs if available => (
+                        Level::Fully,
+                        "loopback only; egress through the allowlist proxy".into(),
+                    ),
+                    Layer::Landlock if available => {
+                        let abi = crate::landlock::abi();
+                        match abi {
+                            6.. => (
+                                Level::Fully,
+                                format!(
+                                    "ABI {abi}: files mirror the mounts, TCP to the proxy only, \
+                                     signals and abstract sockets scoped"
+                                ),
+                            ),
+                            4 | 5 => (
+                                Level::Partially,
+                                format!(
+                                    "ABI {abi}: files and TCP; signals and abstract sockets \
+                                     not scoped (needs ABI 6)"
+                                ),
+                            ),
+                            _ => (
+                                Level::Partially,
+                                format!("ABI {abi}: files only; TCP not restricted (needs ABI 4)"),
+                            ),
+                        }
+                    }
+                    Layer::Seccomp if available && seccomp_builds => (
+                        Level::Fully,
+                        "denylist: namespaces, mounts, keyring, bpf, io_uring, TIOCSTI, raw and \
+                         packet sockets"
+                            .into(),
+                    ),
+                    Layer::Cgroups if !cgroup_v1.is_empty() => (
+                        Level::Partially,
+                        format!(
+                            "cgroup v1 {} for the whole step (as root); no cpu limit",
+                            cgroup_v1.join(" and ")
+                        ),
+                    ),
+                    Layer::Cgroups => (
+                        Level::NotEnforced,
+                        format!(
+                            "{}; processes, files and per-process memory are bounded by rlimits",
+                            if available {
+                                "cgroup limits are not applied yet".to_string()
+                            } else {
+                                why_not()
+                            }
+                        ),
+                    ),
+                    _ => (Level::NotEnforced, why_not()),
                 };
                 LayerReport {
                     layer,
@@ -151,6 +266,44 @@ impl Posture {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::probe::HostLayer;
+
+    fn host(available: bool) -> Vec<HostLayer> {
+        crate::probe::PROBED
+            .iter()
+            .map(|&layer| HostLayer {
+                layer,
+                available,
+                version: None,
+                detail: format!("{layer} probe said so"),
+                fix: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn isolated_posture_follows_the_host_and_never_claims_cgroups() {
+        let p = Posture::from_host(&host(true), true, &[]);
+        for layer in [
+            Layer::ProcessGroup,
+            Layer::Env,
+            Layer::UserNs,
+            Layer::MountNs,
+            Layer::PidNs,
+            Layer::NetNs,
+            Layer::Seccomp,
+        ] {
+            assert_eq!(p.level(layer), Level::Fully, "{layer}");
+        }
+        assert_eq!(p.level(Layer::Cgroups), Level::NotEnforced);
+        let p = Posture::from_host(&host(false), true, &[]);
+        assert_eq!(p.missing(&[Layer::UserNs, Layer::Env]), vec![Layer::UserNs]);
+        let netns = p.layers.iter().find(|l| l.layer == Layer::NetNs).unwrap();
+        assert_eq!(netns.detail, "netns probe said so");
+        let p = Posture::from_host(&host(true), false, &["pids"]);
+        assert_eq!(p.level(Layer::Seccomp), Level::NotEnforced);
+        assert_eq!(p.level(Layer::Cgroups), Level::Partially);
+    }
 
     #[test]
     fn layer_names_round_trip() {
@@ -162,7 +315,7 @@ mod tests {
 
     #[test]
     fn process_backend_reports_namespaces_as_missing() {
-        let posture = Posture::current();
+        let posture = Posture::process();
         assert_eq!(posture.level(Layer::ProcessGroup), Level::Partially);
         assert_eq!(
             posture.missing(&[Layer::UserNs, Layer::Env, Layer::Landlock]),

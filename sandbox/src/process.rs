@@ -12,6 +12,8 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::unix::AsyncFd;
 
+use crate::isolation::Isolation;
+use crate::ns;
 use crate::watchdog::Watchdog;
 
 /// Exit status a child reports when it finds, between fork and exec, that the orchestrator
@@ -24,6 +26,7 @@ pub struct Policy {
     cwd: PathBuf,
     env: Vec<(OsString, OsString)>,
     umask: libc::mode_t,
+    isolation: Option<Isolation>,
 }
 
 impl Policy {
@@ -33,6 +36,7 @@ impl Policy {
             cwd: cwd.into(),
             env: Vec::new(),
             umask: 0o022,
+            isolation: None,
         }
     }
 
@@ -50,6 +54,20 @@ impl Policy {
     pub fn umask(mut self, umask: u32) -> Policy {
         self.umask = umask as libc::mode_t;
         self
+    }
+
+    /// Runs the process isolated: new namespaces, a fresh root, Landlock, seccomp, no
+    /// capabilities (see [`Isolation`]). Without this, the process only gets its own session
+    /// and the policy's environment.
+    #[must_use]
+    pub fn isolate(mut self, isolation: Isolation) -> Policy {
+        self.isolation = Some(isolation);
+        self
+    }
+
+    /// The isolation, when the process is isolated.
+    pub fn isolation(&self) -> Option<&Isolation> {
+        self.isolation.as_ref()
     }
 
     /// The working directory.
@@ -87,6 +105,15 @@ pub enum SpawnError {
     /// An empty argument vector.
     #[error("empty command")]
     EmptyCommand,
+    /// The sandbox could not be set up.
+    #[error("could not isolate {program}")]
+    Sandbox {
+        /// The program as given.
+        program: String,
+        /// What failed.
+        #[source]
+        source: ns::SandboxError,
+    },
     /// Any other failure of fork, exec or pidfd_open.
     #[error("could not start {program}")]
     Io {
@@ -136,6 +163,11 @@ pub struct Child {
     pidfd: AsyncFd<OwnedFd>,
     watchdog: Option<Watchdog>,
     reaped: bool,
+    /// For an isolated process: where its pid 1 leaves the command's wait status.
+    status: Option<std::fs::File>,
+    proxy_listener: Option<OwnedFd>,
+    /// Dropped (removed) after the leader is reaped: fields drop after `Drop::drop`.
+    _cgroup: Option<crate::cgroup::StepCgroup>,
 }
 
 /// Starts `argv` under `policy` with stdout and stderr both on `output`.
@@ -148,6 +180,23 @@ pub fn spawn(
     policy: &Policy,
     argv: &[OsString],
     output: OwnedFd,
+    watchdog: Option<&Watchdog>,
+) -> Result<Child, SpawnError> {
+    let stderr = output.try_clone().map_err(|source| SpawnError::Io {
+        program: argv
+            .first()
+            .map_or_else(String::new, |p| p.to_string_lossy().into_owned()),
+        source,
+    })?;
+    spawn_stdio(policy, argv, output, stderr, watchdog)
+}
+
+/// Like [`spawn`], with stdout and stderr on separate descriptors.
+pub fn spawn_stdio(
+    policy: &Policy,
+    argv: &[OsString],
+    output: OwnedFd,
+    stderr: OwnedFd,
     watchdog: Option<&Watchdog>,
 ) -> Result<Child, SpawnError> {
     let (program, args) = argv.split_first().ok_or(SpawnError::EmptyCommand)?;
@@ -169,7 +218,8 @@ pub fn spawn(
     };
     // Everything the child needs is prepared here: between clone and exec it may not
     // allocate (it shares this address space with the orchestrator's other threads).
-    let path = resolve(program, policy).map_err(|e| match e.kind() {
+    // What an exec-time error means, whether found before the clone or after it.
+    let exec_err = |e: io::Error| match e.kind() {
         io::ErrorKind::NotFound => SpawnError::NotFound {
             program: program_name.clone(),
         },
@@ -177,7 +227,8 @@ pub fn spawn(
             program: program_name.clone(),
         },
         _ => io_err(e),
-    })?;
+    };
+    let path = resolve(program, policy).map_err(exec_err)?;
     let path = CString::new(path.into_os_string().into_vec()).map_err(nul)?;
     let argv_c: Vec<CString> = std::iter::once(program)
         .chain(args)
@@ -201,6 +252,54 @@ pub fn spawn(
     let mut env_p: Vec<*const libc::c_char> = env_c.iter().map(|a| a.as_ptr()).collect();
     env_p.push(std::ptr::null());
     let stdin = std::fs::File::open("/dev/null").map_err(io_err)?;
+    if let Some(isolation) = &policy.isolation {
+        let prep =
+            ns::Prepared::new(isolation, &policy.cwd).map_err(|source| SpawnError::Sandbox {
+                program: program_name.clone(),
+                source,
+            })?;
+        let exec = ns::Exec {
+            path: &path,
+            argv: &argv_p,
+            envp: &env_p,
+            cwd: &cwd,
+            umask: policy.umask,
+            stdin: stdin.as_raw_fd(),
+            output: output.as_raw_fd(),
+            stderr: stderr.as_raw_fd(),
+        };
+        let started = ns::spawn(prep, &exec).map_err(|e| match e {
+            ns::SpawnFailure::Sandbox(source) => SpawnError::Sandbox {
+                program: program_name.clone(),
+                source,
+            },
+            ns::SpawnFailure::Exec(source) => exec_err(source),
+        })?;
+        drop((stdin, output, stderr));
+        let pid = Pid::from_raw(started.pid);
+        if let Some(w) = watchdog {
+            w.register(pid.as_raw());
+        }
+        let pidfd = match register_readable(started.pidfd) {
+            Ok(fd) => fd,
+            Err(source) => {
+                if let Some(w) = watchdog {
+                    w.unregister(pid.as_raw());
+                }
+                kill_and_reap(pid);
+                return Err(io_err(source));
+            }
+        };
+        return Ok(Child {
+            pid,
+            pidfd,
+            watchdog: watchdog.cloned(),
+            reaped: false,
+            status: Some(started.status),
+            proxy_listener: started.proxy_listener,
+            _cgroup: started.cgroup,
+        });
+    }
     let mut req = ChildRequest {
         path: path.as_ptr(),
         argv: argv_p.as_ptr(),
@@ -208,25 +307,17 @@ pub fn spawn(
         cwd: cwd.as_ptr(),
         stdin: stdin.as_raw_fd(),
         output: output.as_raw_fd(),
+        stderr: stderr.as_raw_fd(),
         parent: std::process::id() as libc::pid_t,
         umask: policy.umask,
         errno: 0,
     };
     let pid = Pid::from_raw(clone_vfork(&mut req).map_err(io_err)?);
-    drop((stdin, output));
+    drop((stdin, output, stderr));
     if req.errno != 0 {
         // The child could not exec and has exited; reap it.
         let _ = wait4(pid);
-        let source = io::Error::from_raw_os_error(req.errno);
-        return Err(match source.kind() {
-            io::ErrorKind::NotFound => SpawnError::NotFound {
-                program: program_name.clone(),
-            },
-            io::ErrorKind::PermissionDenied => SpawnError::PermissionDenied {
-                program: program_name.clone(),
-            },
-            _ => io_err(source),
-        });
+        return Err(exec_err(io::Error::from_raw_os_error(req.errno)));
     }
     if let Some(w) = watchdog {
         w.register(pid.as_raw());
@@ -246,6 +337,9 @@ pub fn spawn(
         pidfd,
         watchdog: watchdog.cloned(),
         reaped: false,
+        status: None,
+        proxy_listener: None,
+        _cgroup: None,
     })
 }
 
@@ -295,6 +389,7 @@ struct ChildRequest {
     cwd: *const libc::c_char,
     stdin: libc::c_int,
     output: libc::c_int,
+    stderr: libc::c_int,
     parent: libc::pid_t,
     umask: libc::mode_t,
     errno: libc::c_int,
@@ -312,14 +407,9 @@ fn clone_vfork(req: &mut ChildRequest) -> io::Result<libc::pid_t> {
     // SAFETY: one past the end of the allocation; the child's stack grows down from there.
     let top = unsafe { stack.as_mut_ptr().add(CHILD_STACK) };
     let top = (top as usize & !15) as *mut libc::c_void;
-    // SAFETY: sigset_t is plain old data.
-    let (mut all, mut old): (libc::sigset_t, libc::sigset_t) = unsafe { std::mem::zeroed() };
-    // SAFETY: valid sigset pointers. Blocking every signal keeps the orchestrator's
-    // handlers from running on the child's stack; the child resets them before unblocking.
-    unsafe {
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-    }
+    // Blocking every signal keeps the orchestrator's handlers from running on the child's
+    // stack; the child resets them before unblocking.
+    let old = block_all_signals();
     // SAFETY: `child_main` only reads `req`, writes `req.errno`, and calls
     // async-signal-safe functions; `stack` and `req` outlive the child's use of them
     // because CLONE_VFORK suspends this thread until the child execs or exits.
@@ -332,8 +422,7 @@ fn clone_vfork(req: &mut ChildRequest) -> io::Result<libc::pid_t> {
         )
     };
     let err = io::Error::last_os_error();
-    // SAFETY: restoring the mask saved above.
-    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    restore_signals(&old);
     drop(stack);
     if pid < 0 { Err(err) } else { Ok(pid) }
 }
@@ -367,7 +456,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             libc::_exit(EXIT_PARENT_GONE);
         }
         libc::umask(req.umask);
-        for (fd, target) in [(req.stdin, 0), (req.output, 1), (req.output, 2)] {
+        for (fd, target) in [(req.stdin, 0), (req.output, 1), (req.stderr, 2)] {
             let r = if fd == target {
                 libc::fcntl(fd, libc::F_SETFD, 0)
             } else {
@@ -386,6 +475,24 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         libc::execve(req.path, req.argv, req.envp);
         fail(req)
     }
+}
+
+/// Blocks every signal on this thread; returns the mask to restore.
+pub(crate) fn block_all_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain old data; the pointers are valid.
+    unsafe {
+        let (mut all, mut old): (libc::sigset_t, libc::sigset_t) =
+            (std::mem::zeroed(), std::mem::zeroed());
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        old
+    }
+}
+
+/// Restores a mask saved by [`block_all_signals`].
+pub(crate) fn restore_signals(old: &libc::sigset_t) {
+    // SAFETY: a valid mask saved earlier.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old, std::ptr::null_mut()) };
 }
 
 fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
@@ -443,6 +550,14 @@ impl Child {
         self.pid.as_raw()
     }
 
+    /// The listening socket of the egress proxy port inside the sandbox, for a process
+    /// isolated with [`NetworkMode::Proxy`](crate::NetworkMode::Proxy). Connections a
+    /// sandboxed process makes to `127.0.0.1:`[`PROXY_PORT`](crate::PROXY_PORT) are accepted
+    /// on it, outside the sandbox.
+    pub fn take_proxy_listener(&mut self) -> Option<std::net::TcpListener> {
+        self.proxy_listener.take().map(std::net::TcpListener::from)
+    }
+
     /// Waits until the leader has exited, without reaping it.
     pub async fn exited(&self) -> io::Result<()> {
         let guard = self.pidfd.readable().await?;
@@ -472,7 +587,14 @@ impl Child {
         }
         let exit = wait4(self.pid);
         self.reaped = true;
-        exit
+        let mut exit = exit?;
+        // An isolated command's own status, as its pid 1 saw it; when pid 1 was killed
+        // before the command ended, pid 1's death is the answer.
+        if let Some(status) = self.status.as_mut().and_then(ns::payload_status) {
+            exit.code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+            exit.signal = libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status));
+        }
+        Ok(exit)
     }
 }
 

@@ -1,0 +1,292 @@
+//! The isolated spawn, for real: namespaces, the fresh root, pid 1, limits, the proxy port.
+//!
+//! These tests need user, mount, pid and network namespaces and Landlock, which this
+//! project's CI hosts provide; `ci-intel doctor` says what a host lacks.
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::time::Duration;
+
+use ci_intel_sandbox::{Exit, Isolation, NetworkMode, Policy, SpawnError, spawn};
+use nix::sys::signal::Signal;
+
+fn pipe() -> (std::fs::File, OwnedFd) {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    (std::fs::File::from(r), w)
+}
+
+fn sh(script: &str) -> Vec<OsString> {
+    vec!["/bin/sh".into(), "-c".into(), script.into()]
+}
+
+fn policy(iso: Isolation, cwd: &Path) -> Policy {
+    Policy::new(cwd).env("PATH", "/usr/bin:/bin").isolate(iso)
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(&format!(": {c}"));
+        src = c.source();
+    }
+    s
+}
+
+/// Runs `script` isolated with `iso` in `cwd`; returns the exit and the output.
+async fn run(iso: Isolation, cwd: &Path, script: &str) -> (Exit, String) {
+    let (mut r, w) = pipe();
+    let child = spawn(&policy(iso, cwd), &sh(script), w, None)
+        .unwrap_or_else(|e| panic!("spawn failed: {}", chain(&e)));
+    child.exited().await.unwrap();
+    let exit = child.reap().unwrap();
+    let mut out = String::new();
+    r.read_to_string(&mut out).unwrap();
+    (exit, out)
+}
+
+fn deny() -> Isolation {
+    Isolation::builder().network(NetworkMode::Deny).build()
+}
+
+#[tokio::test]
+async fn runs_as_an_unprivileged_user_without_capabilities_in_a_fresh_root() {
+    let (exit, out) = run(
+        deny(),
+        Path::new("/"),
+        "id -u; id -g; hostname; echo pid=$$; ls -A /; grep ^ci: /etc/passwd; \
+         grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status; \
+         ls /proc | grep -cE '^[0-9]+$'; echo HOME=$HOME",
+    )
+    .await;
+    assert!(exit.success(), "{exit:?}\n{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(&lines[..4], ["1000", "1000", "ci-intel", "pid=2"], "{out}");
+    let root: Vec<&str> = lines[4..]
+        .iter()
+        .take_while(|l| !l.starts_with("ci:"))
+        .copied()
+        .collect();
+    for present in ["usr", "bin", "etc", "dev", "proc", "tmp", "home"] {
+        assert!(root.contains(&present), "/{present} missing from {root:?}");
+    }
+    for absent in ["root", "sys", "var", "run", "boot", "work", "mnt"] {
+        assert!(
+            !root.contains(&absent),
+            "/{absent} must not be visible: {root:?}"
+        );
+    }
+    for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert!(
+            out.contains(&format!("{set}:\t0000000000000000")),
+            "{set} not empty:\n{out}"
+        );
+    }
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    assert!(out.contains("Seccomp:\t2"), "{out}");
+    // pid 1 (the sandbox's init), the shell, ls/grep: only the sandbox's own processes.
+    let procs: usize = lines[lines.len() - 2].parse().unwrap();
+    assert!(procs <= 4, "sees {procs} processes");
+}
+
+#[tokio::test]
+async fn declared_paths_are_visible_as_declared_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("src")).unwrap();
+    std::fs::create_dir_all(root.join("out")).unwrap();
+    std::fs::write(root.join("src/in.txt"), "input").unwrap();
+    std::fs::write(root.join("secret.txt"), "no").unwrap();
+    let iso = Isolation::builder()
+        .ro(root.join("src"))
+        .rw(root.join("out"))
+        .network(NetworkMode::Deny)
+        .build();
+    let (exit, out) = run(
+        iso,
+        root,
+        "cat src/in.txt; echo; \
+         cat secret.txt 2>/dev/null || echo secret-hidden; \
+         (echo x > src/new) 2>/dev/null || echo src-read-only; \
+         echo made > out/result && echo out-writable; \
+         (echo x > /usr/x) 2>/dev/null || echo usr-read-only; \
+         (echo x > /x) 2>/dev/null || echo root-read-only; \
+         echo t > /tmp/t && echo tmp-writable; echo h > /home/ci/h && echo home-writable",
+    )
+    .await;
+    assert!(exit.success(), "{exit:?}\n{out}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "input",
+            "secret-hidden",
+            "src-read-only",
+            "out-writable",
+            "usr-read-only",
+            "root-read-only",
+            "tmp-writable",
+            "home-writable"
+        ]
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("out/result")).unwrap(),
+        "made\n"
+    );
+    assert!(!root.join("src/new").exists());
+}
+
+#[tokio::test]
+async fn exit_codes_and_signals_of_the_command_pass_through_pid_1() {
+    let (exit, _) = run(deny(), Path::new("/"), "exit 42").await;
+    assert_eq!((exit.code, exit.signal), (Some(42), None));
+    let (exit, _) = run(deny(), Path::new("/"), "kill -TERM $$").await;
+    assert_eq!((exit.code, exit.signal), (None, Some(libc::SIGTERM)));
+}
+
+#[tokio::test]
+async fn missing_command_and_bad_paths_are_typed_errors() {
+    let (_r, w) = pipe();
+    let err = spawn(
+        &policy(deny(), Path::new("/")),
+        &["/nonexistent/ci-intel-nope".into()],
+        w,
+        None,
+    )
+    .unwrap_err();
+    assert!(matches!(err, SpawnError::NotFound { .. }), "{err:?}");
+    let (_r, w) = pipe();
+    let iso = Isolation::builder()
+        .ro("/nonexistent/ci-intel")
+        .network(NetworkMode::Deny)
+        .build();
+    let err = spawn(&policy(iso, Path::new("/")), &sh("true"), w, None).unwrap_err();
+    assert_eq!(
+        chain(&err),
+        "could not isolate /bin/sh: invalid sandbox layout: sandbox path /nonexistent/ci-intel \
+         does not exist: No such file or directory (os error 2)"
+    );
+}
+
+/// True while a process whose command line contains `marker` runs on the host.
+fn running_with(marker: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        std::fs::read(e.path().join("cmdline"))
+            .map(|c| String::from_utf8_lossy(&c).contains(marker))
+            .unwrap_or(false)
+    })
+}
+
+#[tokio::test]
+async fn a_daemon_left_behind_dies_with_the_sandbox() {
+    let marker = format!("ci-intel-daemon-{}", std::process::id());
+    let script = format!("setsid sh -c 'sleep 300; : {marker}' >/dev/null 2>&1 & echo started");
+    let (exit, out) = run(deny(), Path::new("/"), &script).await;
+    assert!(exit.success(), "{out}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while running_with(&marker) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!running_with(&marker), "the daemon survived its sandbox");
+}
+
+#[tokio::test]
+async fn sigterm_to_the_group_reaches_the_command_through_pid_1() {
+    let (r, w) = pipe();
+    let child = spawn(
+        &policy(deny(), Path::new("/")),
+        &sh("trap 'echo got-term; exit 7' TERM; echo ready; sleep 100 & wait"),
+        w,
+        None,
+    )
+    .unwrap();
+    let mut r = BufReader::new(r);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    child.signal_group(Signal::SIGTERM).unwrap();
+    child.exited().await.unwrap();
+    let exit = child.reap().unwrap();
+    let mut rest = String::new();
+    r.read_to_string(&mut rest).unwrap();
+    assert_eq!((exit.code, rest.as_str()), (Some(7), "got-term\n"));
+}
+
+#[tokio::test]
+async fn the_network_has_only_loopback_and_no_dns() {
+    let (exit, out) = run(
+        Isolation::builder().network(NetworkMode::Loopback).build(),
+        Path::new("/"),
+        "ls /sys/class/net 2>/dev/null || cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' '; \
+         getent hosts example.com || echo no-dns; \
+         python3 -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\", 0)); s.listen(); \
+         c=socket.create_connection(s.getsockname()); print(\"loopback-ok\")'",
+    )
+    .await;
+    assert!(exit.success(), "{exit:?}\n{out}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["lo", "no-dns", "loopback-ok"]
+    );
+}
+
+#[tokio::test]
+async fn deny_mode_forbids_tcp_even_on_loopback() {
+    let (exit, out) = run(
+        deny(),
+        Path::new("/"),
+        "python3 -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\", 0))' 2>&1 | tail -1",
+    )
+    .await;
+    assert!(exit.success(), "{out}");
+    assert!(out.contains("Permission denied"), "{out}");
+}
+
+#[tokio::test]
+async fn proxy_mode_hands_out_the_port_and_nothing_else_connects() {
+    let (r, w) = pipe();
+    let mut child = spawn(
+        &policy(
+            Isolation::builder().network(NetworkMode::Proxy).build(),
+            Path::new("/"),
+        ),
+        &sh(
+            "curl -sS -x http://127.0.0.1:3128 http://example.test/hello; echo; \
+             curl -sS --max-time 5 http://127.0.0.1:3129/ 2>&1 | head -c 60; echo",
+        ),
+        w,
+        None,
+    )
+    .unwrap();
+    let listener = child.take_proxy_listener().expect("proxy listener");
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = conn.read(&mut buf).unwrap();
+            assert!(n > 0);
+            head.extend_from_slice(&buf[..n]);
+        }
+        conn.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nproxied!",
+        )
+        .unwrap();
+        String::from_utf8(head).unwrap()
+    });
+    child.exited().await.unwrap();
+    let exit = child.reap().unwrap();
+    let head = server.join().unwrap();
+    let mut out = String::new();
+    let mut r = r;
+    r.read_to_string(&mut out).unwrap();
+    assert!(exit.success(), "{exit:?} {out}");
+    assert!(
+        head.starts_with("GET http://example.test/hello HTTP/1.1\r\n"),
+        "{head}"
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "proxied!");
+    assert!(lines[1].contains("Failed to connect"), "{out}");
+}
