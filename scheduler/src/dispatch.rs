@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ci_intel_executor::{
-    Action, Cancel, CancelLevel, CancelSource, Execute, ExecuteError, Outcome, Status,
+    Action, ActionSandbox, Cancel, CancelLevel, CancelSource, Execute, ExecuteError, NetworkAccess,
+    Outcome, SecretScan, Status,
 };
 use tokio::task::JoinSet;
 
 use crate::graph::Selection;
-use crate::plan::{Plan, Step};
+use crate::plan::{Network, Plan, Step};
 
 /// How a run is dispatched.
 #[derive(Clone, Debug)]
@@ -24,6 +25,10 @@ pub struct DispatchOptions {
     pub run_dir: PathBuf,
     /// Seed of the retry jitter.
     pub seed: u64,
+    /// Run every step without the sandbox (`--no-sandbox`), whatever the plan says.
+    pub no_sandbox: bool,
+    /// The state directory, never visible to a step as an input.
+    pub state_dir: PathBuf,
 }
 
 /// How a step ended, for the run as a whole.
@@ -207,6 +212,17 @@ pub async fn dispatch<E: Execute>(
     let started = Instant::now();
     let n = plan.steps.len();
     let jobs = options.jobs.max(1);
+    // What no sandboxed step may see as an input: every step's outputs, the state dir.
+    let outputs: Arc<[PathBuf]> = plan
+        .steps
+        .iter()
+        .flat_map(|s| {
+            s.outputs
+                .iter()
+                .map(|o| plan.root.join(o.trim_end_matches('/')))
+        })
+        .chain([options.state_dir.clone()])
+        .collect();
     let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
     let mut slots: Vec<Slot> = Vec::with_capacity(n);
     let mut ready = BinaryHeap::new();
@@ -275,7 +291,7 @@ pub async fn dispatch<E: Execute>(
                     step,
                     attempt: slot.attempts,
                 });
-                let action = action_for(plan, step, slot.attempts, &options.run_dir);
+                let action = action_for(plan, step, slot.attempts, options, &outputs);
                 let exec = executor.clone();
                 let token = cancel.token();
                 tasks.spawn(async move { Msg::Done(i, exec.execute(action, token).await) });
@@ -473,7 +489,53 @@ fn finish(plan: &Plan, slots: &mut [Slot], i: usize, state: StepState, observer:
 }
 
 /// The executor's view of one attempt of `step`.
-fn action_for(plan: &Plan, step: &Step, attempt: u32, run_dir: &std::path::Path) -> Action {
+fn action_for(
+    plan: &Plan,
+    step: &Step,
+    attempt: u32,
+    options: &DispatchOptions,
+    outputs: &Arc<[PathBuf]>,
+) -> Action {
+    let run_dir = &options.run_dir;
+    let output_path = |o: &String| plan.root.join(o.trim_end_matches('/'));
+    let sandbox = (step.sandbox.enabled && !options.no_sandbox).then(|| {
+        let spec = &step.sandbox;
+        let limits = ci_intel_executor::Limits::default();
+        ActionSandbox {
+            inputs: step.inputs.clone(),
+            outputs: step.outputs.clone(),
+            needs_outputs: step
+                .needs
+                .iter()
+                .flat_map(|&n| plan.steps[n].outputs.iter().map(output_path))
+                .collect(),
+            exclude: outputs.clone(),
+            // Paths the step gets whole (a build cache) are not walked for inputs.
+            unwalked: spec
+                .read
+                .iter()
+                .chain(&spec.write)
+                .filter(|p| !p.starts_with(['/', '~', '$']))
+                .map(|p| plan.root.join(p))
+                .collect(),
+            read: spec.read.clone(),
+            write: spec.write.clone(),
+            network: match &spec.network {
+                Network::Deny => NetworkAccess::Deny,
+                Network::Loopback => NetworkAccess::Loopback,
+                Network::Allowlist(list) => NetworkAccess::Allow(list.clone()),
+            },
+            limits: ci_intel_executor::Limits {
+                memory: spec.limits.memory,
+                pids: spec.limits.pids.unwrap_or(limits.pids),
+                nofile: spec.limits.nofile.unwrap_or(limits.nofile),
+                tmpfs: spec.limits.tmpfs.unwrap_or(limits.tmpfs),
+            },
+            staging: run_dir
+                .join("staging")
+                .join(format!("{}.{attempt}", step.id)),
+        }
+    });
     Action {
         step: step.id.clone(),
         program: step.program.clone(),
@@ -490,5 +552,10 @@ fn action_for(plan: &Plan, step: &Step, attempt: u32, run_dir: &std::path::Path)
         home: run_dir.join("home").join(&step.id),
         attempt,
         max_attempts: step.retries.count + 1,
+        secret_scan: match step.sandbox.secret_scan {
+            crate::plan::SecretScan::Deny => SecretScan::Deny,
+            crate::plan::SecretScan::Warn => SecretScan::Warn,
+        },
+        sandbox,
     }
 }

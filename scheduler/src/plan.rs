@@ -24,6 +24,19 @@ pub(crate) const VERSION: i64 = 1;
 /// The longest `timeout` accepted (a year); longer is surely a typo.
 const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 86_400);
 
+/// One mebibyte: the smallest `memory` or `tmpfs` limit accepted.
+const MIB: u64 = 1 << 20;
+/// The largest `memory` or `tmpfs` limit accepted (1 PiB); larger is surely a typo.
+const MAX_SIZE: u64 = 1 << 50;
+/// The largest `pids` limit: the kernel's own ceiling on `pid_max`.
+const MAX_PIDS: u64 = 1 << 22;
+/// The smallest `nofile` limit: below this even a shell cannot work.
+const MIN_NOFILE: u64 = 16;
+/// The largest `nofile` limit: the kernel's default `fs.nr_open`.
+const MAX_NOFILE: u64 = 1 << 20;
+/// How sizes are written, for hints.
+const SIZE_HINT: &str = "write a size such as \"512MiB\" or \"2GiB\", or a number of bytes (K, M, G, T and KiB, MiB, GiB, TiB are powers of 1024; KB, MB, GB, TB powers of 1000)";
+
 /// A validated plan.
 #[derive(Clone, Debug)]
 pub struct Plan {
@@ -104,12 +117,63 @@ pub enum Network {
 }
 
 /// Sandbox settings.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SandboxSpec {
+    /// Whether the step runs sandboxed at all (`sandbox = false` opts out).
+    pub enabled: bool,
     /// Network policy.
     pub network: Network,
     /// Layers the host must enforce fully, or the run fails with exit code 3.
     pub require: Vec<Layer>,
+    /// Extra host paths visible read-only, as written: relative to the root, absolute,
+    /// `~/...`, `$NAME/...` or
+    /// `${NAME}/...`. The leading `~` or variable is expanded at run time from the host
+    /// environment, not by the parser.
+    pub read: Vec<String>,
+    /// Extra host paths visible read-write, with the same rules as [`SandboxSpec::read`].
+    pub write: Vec<String>,
+    /// Resource limits.
+    pub limits: Limits,
+    /// What to do when the step's environment holds an undeclared secret-looking value.
+    pub secret_scan: SecretScan,
+}
+
+impl Default for SandboxSpec {
+    fn default() -> Self {
+        SandboxSpec {
+            enabled: true,
+            network: Network::default(),
+            require: Vec::new(),
+            read: Vec::new(),
+            write: Vec::new(),
+            limits: Limits::default(),
+            secret_scan: SecretScan::default(),
+        }
+    }
+}
+
+/// Resource limits of a sandboxed step; `None` leaves the sandbox's default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Limits {
+    /// Memory of the whole step, in bytes (at least 1 MiB).
+    pub memory: Option<u64>,
+    /// Processes and threads of the whole step (1 to 4194304).
+    pub pids: Option<u64>,
+    /// Open files per process (16 to 1048576).
+    pub nofile: Option<u64>,
+    /// Size of each of the private `/tmp` and `$HOME`, in bytes (at least 1 MiB).
+    pub tmpfs: Option<u64>,
+}
+
+/// What the runtime secret sweep does when it finds a secret-looking value in a variable
+/// the step did not declare in `secrets`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SecretScan {
+    /// The attempt fails, with a message naming the variable (never the value).
+    #[default]
+    Deny,
+    /// The step runs; a message names the variable.
+    Warn,
 }
 
 /// Backoff between attempts.
@@ -180,7 +244,7 @@ struct RawPlan {
     env: IndexMap<Spanned<String>, String>,
     #[serde(default)]
     pass_env: Vec<Spanned<String>>,
-    sandbox: Option<RawSandbox>,
+    sandbox: Option<RawSandboxValue>,
     // Boxed: a step table is large, and moving 100k of them while the map grows costs
     // more than the allocations.
     #[serde(default)]
@@ -190,9 +254,80 @@ struct RawPlan {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawSandbox {
+    enabled: Option<bool>,
     network: Option<Spanned<String>>,
     allow: Option<Spanned<Vec<Spanned<String>>>>,
     require: Option<Vec<Spanned<String>>>,
+    read: Option<Vec<Spanned<String>>>,
+    write: Option<Vec<Spanned<String>>>,
+    limits: Option<RawLimits>,
+    secret_scan: Option<Spanned<String>>,
+}
+
+/// `sandbox = true`, `sandbox = false` or a sandbox table.
+enum RawSandboxValue {
+    Enabled(bool),
+    Table(Box<RawSandbox>),
+}
+
+impl<'de> Deserialize<'de> for RawSandboxValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawSandboxValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("true, false or a sandbox table")
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<RawSandboxValue, E> {
+                Ok(RawSandboxValue::Enabled(v))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawSandboxValue, A::Error> {
+                RawSandbox::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(|t| RawSandboxValue::Table(Box::new(t)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    memory: Option<Spanned<RawSize>>,
+    pids: Option<Spanned<i64>>,
+    nofile: Option<Spanned<i64>>,
+    tmpfs: Option<Spanned<RawSize>>,
+}
+
+/// A size: a number of bytes, or a string such as `"512MiB"`.
+enum RawSize {
+    Bytes(i64),
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for RawSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size such as \"512MiB\" or a number of bytes")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawSize, E> {
+                Ok(RawSize::Bytes(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawSize, E> {
+                Ok(RawSize::Bytes(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawSize, E> {
+                Ok(RawSize::Text(v.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<RawSize, E> {
+                Ok(RawSize::Text(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Deserialize)]
@@ -222,7 +357,7 @@ struct RawStep {
     deterministic: Option<bool>,
     #[serde(default)]
     normalize: Vec<Spanned<String>>,
-    sandbox: Option<RawSandbox>,
+    sandbox: Option<RawSandboxValue>,
 }
 
 #[derive(Deserialize)]
@@ -493,15 +628,30 @@ impl Validator<'_> {
         out
     }
 
-    fn sandbox(&mut self, raw: Option<RawSandbox>, base: &SandboxSpec) -> SandboxSpec {
-        let Some(raw) = raw else {
-            return base.clone();
+    fn sandbox(&mut self, raw: Option<RawSandboxValue>, base: &SandboxSpec) -> SandboxSpec {
+        let raw = match raw {
+            None => return base.clone(),
+            Some(RawSandboxValue::Enabled(enabled)) => {
+                return SandboxSpec {
+                    enabled,
+                    ..base.clone()
+                };
+            }
+            Some(RawSandboxValue::Table(raw)) => *raw,
         };
         let mut spec = base.clone();
+        if let Some(enabled) = raw.enabled {
+            spec.enabled = enabled;
+        }
         if let Some(req) = raw.require {
             spec.require.clear();
             for r in req {
-                match Layer::from_name(r.get_ref()) {
+                // `cgroup` is how the layer is often spelled elsewhere; accept it too.
+                let name = match r.get_ref().as_str() {
+                    "cgroup" => "cgroups",
+                    other => other,
+                };
+                match Layer::from_name(name) {
                     Some(l) => spec.require.push(l),
                     None => {
                         let names: Vec<&str> = Layer::ALL.iter().map(|l| l.name()).collect();
@@ -512,6 +662,26 @@ impl Validator<'_> {
                         );
                     }
                 }
+            }
+        }
+        if let Some(paths) = raw.read {
+            spec.read = self.host_paths(paths, "read");
+        }
+        if let Some(paths) = raw.write {
+            spec.write = self.host_paths(paths, "write");
+        }
+        if let Some(limits) = raw.limits {
+            self.limits(limits, &mut spec.limits);
+        }
+        if let Some(scan) = raw.secret_scan {
+            match scan.get_ref().as_str() {
+                "deny" => spec.secret_scan = SecretScan::Deny,
+                "warn" => spec.secret_scan = SecretScan::Warn,
+                other => self.err(
+                    scan.span(),
+                    format!("unknown secret_scan policy `{other}`"),
+                    Some("use \"deny\" (the step fails) or \"warn\" (a message only)".into()),
+                ),
             }
         }
         let allow: Option<(Range<usize>, Vec<String>)> = raw.allow.map(|a| {
@@ -559,6 +729,108 @@ impl Validator<'_> {
             (_, None) => {}
         }
         spec
+    }
+
+    /// The valid entries of a `read` or `write` list; `key` names the list in messages.
+    fn host_paths(&mut self, paths: Vec<Spanned<String>>, key: &str) -> Vec<String> {
+        let mut out = Vec::with_capacity(paths.len());
+        for p in paths {
+            match check_host_path(p.get_ref()) {
+                Ok(()) => out.push(p.into_inner()),
+                Err((problem, hint)) => {
+                    let message = if p.get_ref().is_empty() {
+                        format!("empty `{key}` path")
+                    } else {
+                        format!("`{key}` path `{}` {problem}", p.get_ref())
+                    };
+                    self.err(p.span(), message, Some(hint.into()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Overlays the limits the table sets on `limits`, key by key.
+    fn limits(&mut self, raw: RawLimits, limits: &mut Limits) {
+        if let Some(m) = raw.memory {
+            if let Some(v) = self.size(m, "memory") {
+                limits.memory = Some(v);
+            }
+        }
+        if let Some(t) = raw.tmpfs {
+            if let Some(v) = self.size(t, "tmpfs") {
+                limits.tmpfs = Some(v);
+            }
+        }
+        for (value, slot, key, range, hint) in [
+            (
+                raw.pids,
+                &mut limits.pids,
+                "pids",
+                1..=MAX_PIDS,
+                "the most processes and threads the step may have at once",
+            ),
+            (
+                raw.nofile,
+                &mut limits.nofile,
+                "nofile",
+                MIN_NOFILE..=MAX_NOFILE,
+                "the most files each process of the step may have open at once",
+            ),
+        ] {
+            let Some(v) = value else { continue };
+            match u64::try_from(*v.get_ref()) {
+                Ok(n) if range.contains(&n) => *slot = Some(n),
+                _ => self.err(
+                    v.span(),
+                    format!(
+                        "{key} limit must be between {} and {}, not {}",
+                        range.start(),
+                        range.end(),
+                        v.get_ref()
+                    ),
+                    Some(hint.into()),
+                ),
+            }
+        }
+    }
+
+    /// A `memory` or `tmpfs` size in bytes, if valid.
+    fn size(&mut self, raw: Spanned<RawSize>, key: &str) -> Option<u64> {
+        let span = raw.span();
+        let (text, bytes) = match raw.into_inner() {
+            RawSize::Bytes(n) => (n.to_string(), u64::try_from(n).unwrap_or(0)),
+            RawSize::Text(t) => match parse_size(&t) {
+                Ok(n) => (format!("\"{t}\""), n),
+                Err(e) => {
+                    self.err(
+                        span,
+                        format!("invalid {key} size `{t}`: {e}"),
+                        Some(SIZE_HINT.into()),
+                    );
+                    return None;
+                }
+            },
+        };
+        if bytes < MIB {
+            self.err(
+                span,
+                format!("{key} limit {text} is below 1 MiB"),
+                Some(format!(
+                    "write at least \"1MiB\", or omit `{key}` to keep the default; a bare number is bytes"
+                )),
+            );
+            None
+        } else if bytes > MAX_SIZE {
+            self.err(
+                span,
+                format!("{key} limit {text} is larger than 1 PiB"),
+                Some("check the unit: K, M, G and T are powers of 1024, KB, MB, GB and TB powers of 1000".into()),
+            );
+            None
+        } else {
+            Some(bytes)
+        }
     }
 
     fn plan(&mut self, raw: RawPlan) -> Plan {
@@ -1107,4 +1379,115 @@ fn valid_host_port(entry: &str) -> bool {
         && host
             .split('.')
             .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+}
+
+/// Parses a size such as `512MiB`, `2 GiB`, `1G`, `1.5GB` or `1048576` into bytes; the
+/// error is a lowercase fragment.
+///
+/// `K`, `M`, `G`, `T` (alone, or with `i` or `iB`) are powers of 1024, as in `ulimit`,
+/// systemd and Docker; `KB`, `MB`, `GB`, `TB` are powers of 1000. Units are
+/// case-insensitive; a bare number is bytes.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("it is empty".into());
+    }
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (number, unit) = (&s[..split], s[split..].trim_start());
+    if number.is_empty() {
+        return Err("expected a number before the unit".into());
+    }
+    let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() || (number.contains('.') && frac.is_empty()) || frac.contains('.') {
+        return Err(format!("invalid number `{number}`"));
+    }
+    let multiplier: u128 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "ki" | "kib" => 1 << 10,
+        "m" | "mi" | "mib" => 1 << 20,
+        "g" | "gi" | "gib" => 1 << 30,
+        "t" | "ti" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        _ => return Err(format!("unknown unit `{unit}`")),
+    };
+    let too_large = || "the number is too large".to_string();
+    let whole: u128 = whole.parse().map_err(|_| too_large())?;
+    let mut bytes = whole.checked_mul(multiplier).ok_or_else(too_large)?;
+    if !frac.is_empty() {
+        // Only as many fraction digits as can matter; the rest is rounded down.
+        let digits = &frac[..frac.len().min(18)];
+        let scale = 10u128.pow(u32::try_from(digits.len()).unwrap_or(18));
+        let f: u128 = digits.parse().map_err(|_| too_large())?;
+        bytes += f * multiplier / scale;
+    }
+    u64::try_from(bytes).map_err(|_| too_large())
+}
+
+/// Checks a `read`/`write` host path: absolute, `~`, `~/...`, `$NAME`, `$NAME/...`,
+/// `${NAME}` or `${NAME}/...`, or relative to the plan root, without a `..` component. The error is what is wrong (a
+/// fragment that follows the path) and a hint.
+fn check_host_path(p: &str) -> Result<(), (String, &'static str)> {
+    if p.trim().is_empty() {
+        return Err((
+            "is blank".into(),
+            "remove the empty entry, or give a host path such as \"/opt/sdk\"",
+        ));
+    }
+    if p.contains('\0') {
+        return Err((
+            "has a NUL character".into(),
+            "a NUL byte cannot be part of a path; remove it",
+        ));
+    }
+    let rest = if p.starts_with('/') {
+        p
+    } else if let Some(rest) = p.strip_prefix('~') {
+        if !(rest.is_empty() || rest.starts_with('/')) {
+            return Err((
+                "names another user's home".into(),
+                "only `~` and `~/...` (the home of the user running ci-intel) are expanded",
+            ));
+        }
+        rest
+    } else if let Some(after) = p.strip_prefix('$') {
+        const VAR_HINT: &str = "start the path with `$NAME/...` or `${NAME}/...`, NAME made of letters, digits and '_', not starting with a digit";
+        let (name, rest) = match after.strip_prefix('{') {
+            Some(braced) => match braced.split_once('}') {
+                Some(parts) => parts,
+                None => return Err(("has an unterminated `${`".into(), VAR_HINT)),
+            },
+            None => after.split_at(after.find('/').unwrap_or(after.len())),
+        };
+        if !is_env_name(name) {
+            return Err((
+                format!("starts with an invalid variable `{name}`"),
+                VAR_HINT,
+            ));
+        }
+        if !(rest.is_empty() || rest.starts_with('/')) {
+            return Err(("has text right after its variable".into(), VAR_HINT));
+        }
+        rest
+    } else {
+        // Relative to the plan root: a cache the step keeps between runs (`target`).
+        p
+    };
+    if rest.contains('$') {
+        return Err((
+            "has a `$` after its start".into(),
+            "only a leading `$NAME` or `${NAME}` is expanded; other `$` would be taken literally",
+        ));
+    }
+    if rest.split('/').any(|c| c == "..") {
+        return Err((
+            "has a `..` component".into(),
+            "write the path without `..`; it is resolved on the host, not inside the plan root",
+        ));
+    }
+    Ok(())
 }

@@ -326,6 +326,8 @@ fn options(jobs: u32, keep_going: bool) -> DispatchOptions {
         keep_going,
         run_dir: "/nonexistent/run".into(),
         seed: 7,
+        no_sandbox: false,
+        state_dir: "/nonexistent".into(),
     }
 }
 

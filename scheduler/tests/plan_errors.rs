@@ -715,6 +715,198 @@ run = "make"
     ));
 }
 
+#[test]
+fn step_sandbox_of_the_wrong_type() {
+    assert_snapshot!(error(
+        r#"version = 1
+
+[steps.build]
+run = "make"
+sandbox = "off"
+"#
+    ));
+}
+
+#[test]
+fn unknown_sandbox_key_lists_the_new_keys() {
+    assert_snapshot!(error(
+        r#"version = 1
+
+[sandbox]
+mounts = ["/opt"]
+
+[steps.build]
+run = "make"
+"#
+    ));
+}
+
+#[test]
+fn misspelt_secret_scan_key() {
+    assert_snapshot!(error(
+        r#"version = 1
+
+[steps.build]
+run = "make"
+sandbox = { secretscan = "warn" }
+"#
+    ));
+}
+
+#[test]
+fn unknown_limits_key() {
+    assert_snapshot!(error(
+        r#"version = 1
+
+[sandbox]
+limits = { memroy = "2GiB" }
+
+[steps.build]
+run = "make"
+"#
+    ));
+}
+
+#[test]
+fn limits_of_the_wrong_type() {
+    assert_snapshot!(error(
+        r#"version = 1
+
+[steps.build]
+run = "make"
+sandbox = { limits = { memory = true } }
+"#
+    ));
+}
+
+#[test]
+fn relative_sandbox_paths_are_relative_to_the_root() {
+    let src = r#"version = 1
+
+[sandbox]
+read = ["/opt/sdk", "src", "./vendor", "~/.cargo/registry"]
+write = ["target"]
+
+[steps.build]
+run = "make"
+"#;
+    let plan = ci_intel_scheduler::parse_plan(std::path::Path::new("plan.toml"), src).unwrap();
+    assert_eq!(plan.steps[0].sandbox.write, ["target"]);
+}
+
+#[test]
+fn sandbox_paths_with_dot_dot() {
+    let src = r#"version = 1
+
+[steps.build]
+run = "make"
+sandbox = { read = ["/opt/sdk/../etc", "~/../root", "$HOME/.."], write = ["/tmp/cache/./x"] }
+"#;
+    assert_eq!(count(src), 3, "`.` is fine, `..` is not");
+    assert_snapshot!(error(src));
+}
+
+#[test]
+fn sandbox_paths_with_bad_variables() {
+    let src = r#"version = 1
+
+[sandbox]
+read = ["${CARGO_HOME", "$1SDK/lib", "${SDK}lib", "$SDK-1/lib", "/opt/$VERSION/bin", "${SDK_ROOT}/lib", "$HOME"]
+
+[steps.build]
+run = "make"
+"#;
+    assert_eq!(count(src), 5, "the last two are fine");
+    assert_snapshot!(error(src));
+}
+
+#[test]
+fn sandbox_paths_of_other_users_or_empty() {
+    let src = r#"version = 1
+
+[sandbox]
+write = ["~root/.cache", "", " ", "~", "~/"]
+
+[steps.build]
+run = "make"
+"#;
+    assert_eq!(count(src), 3, "`~` and `~/` are fine");
+    assert_snapshot!(error(src));
+}
+
+#[test]
+fn invalid_sizes() {
+    let src = r#"version = 1
+
+[sandbox]
+limits = { memory = "2 gigs", tmpfs = "MiB" }
+
+[steps.a]
+run = "true"
+sandbox = { limits = { memory = "1.5.2G", tmpfs = "" } }
+
+[steps.b]
+run = "true"
+sandbox = { limits = { memory = "99999999999999999999999TiB" } }
+"#;
+    assert_eq!(count(src), 5);
+    assert_snapshot!(error(src));
+}
+
+#[test]
+fn sizes_out_of_range() {
+    let src = r#"version = 1
+
+[sandbox]
+limits = { memory = "512KiB", tmpfs = 0 }
+
+[steps.a]
+run = "true"
+sandbox = { limits = { memory = -1, tmpfs = "1025TiB" } }
+
+[steps.b]
+run = "true"
+sandbox = { limits = { memory = "2048TiB", tmpfs = "1MiB" } }
+"#;
+    assert_eq!(count(src), 5, "exactly 1 MiB is fine");
+    assert_snapshot!(error(src));
+}
+
+#[test]
+fn pids_and_nofile_out_of_range() {
+    let src = r#"version = 1
+
+[sandbox]
+limits = { pids = 0, nofile = 15 }
+
+[steps.a]
+run = "true"
+sandbox = { limits = { pids = 4194305, nofile = 1048577 } }
+
+[steps.b]
+run = "true"
+sandbox = { limits = { pids = -3, nofile = 16 } }
+
+[steps.c]
+run = "true"
+sandbox = { limits = { pids = 4194304, nofile = 1048576 } }
+"#;
+    assert_eq!(count(src), 5, "the bounds themselves are fine");
+    assert_snapshot!(error(src));
+}
+
+#[test]
+fn unknown_secret_scan_policy() {
+    assert_snapshot!(error(
+        r#"version = 1
+
+[steps.build]
+run = "make"
+sandbox = { secret_scan = "ignore" }
+"#
+    ));
+}
+
 // --- top level -------------------------------------------------------------------------
 
 #[test]

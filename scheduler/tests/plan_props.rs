@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use ci_intel_executor::Program;
-use ci_intel_scheduler::{Backoff, LoadError, Plan, parse_plan};
+use ci_intel_scheduler::{Backoff, Limits, LoadError, Plan, SandboxSpec, SecretScan, parse_plan};
 use proptest::prelude::*;
 use proptest::sample::subsequence;
 
@@ -19,6 +19,128 @@ struct GenStep {
     timeout: Option<(u64, &'static str, Duration)>,
     retries: Option<GenRetries>,
     cpus: Option<u32>,
+    sandbox: Option<GenSandbox>,
+}
+
+/// A step's `sandbox`: the boolean shorthand or a table.
+#[derive(Clone, Debug)]
+enum GenSandbox {
+    Enabled(bool),
+    Table {
+        enabled: Option<bool>,
+        read: Vec<String>,
+        memory_mib: Option<u64>,
+        pids: Option<u64>,
+        nofile: Option<u64>,
+        secret_scan: Option<&'static str>,
+    },
+}
+
+impl GenSandbox {
+    /// What the parser must make of it (the plan sets no `[sandbox]`).
+    fn expected(&self) -> SandboxSpec {
+        match self {
+            GenSandbox::Enabled(enabled) => SandboxSpec {
+                enabled: *enabled,
+                ..SandboxSpec::default()
+            },
+            GenSandbox::Table {
+                enabled,
+                read,
+                memory_mib,
+                pids,
+                nofile,
+                secret_scan,
+            } => SandboxSpec {
+                enabled: enabled.unwrap_or(true),
+                read: read.clone(),
+                limits: Limits {
+                    memory: memory_mib.map(|m| m << 20),
+                    pids: *pids,
+                    nofile: *nofile,
+                    tmpfs: None,
+                },
+                secret_scan: match secret_scan {
+                    Some("warn") => SecretScan::Warn,
+                    _ => SecretScan::Deny,
+                },
+                ..SandboxSpec::default()
+            },
+        }
+    }
+
+    fn render(&self) -> String {
+        match self {
+            GenSandbox::Enabled(b) => format!("sandbox = {b}\n"),
+            GenSandbox::Table {
+                enabled,
+                read,
+                memory_mib,
+                pids,
+                nofile,
+                secret_scan,
+            } => {
+                let mut keys = Vec::new();
+                if let Some(e) = enabled {
+                    keys.push(format!("enabled = {e}"));
+                }
+                if !read.is_empty() {
+                    let items: Vec<String> = read.iter().map(|r| quoted(r)).collect();
+                    keys.push(format!("read = [{}]", items.join(", ")));
+                }
+                let mut limits = Vec::new();
+                if let Some(m) = memory_mib {
+                    limits.push(format!("memory = \"{m}MiB\""));
+                }
+                if let Some(p) = pids {
+                    limits.push(format!("pids = {p}"));
+                }
+                if let Some(n) = nofile {
+                    limits.push(format!("nofile = {n}"));
+                }
+                if !limits.is_empty() {
+                    keys.push(format!("limits = {{ {} }}", limits.join(", ")));
+                }
+                if let Some(p) = secret_scan {
+                    keys.push(format!("secret_scan = \"{p}\""));
+                }
+                format!("sandbox = {{ {} }}\n", keys.join(", "))
+            }
+        }
+    }
+}
+
+fn sandbox() -> impl Strategy<Value = GenSandbox> {
+    prop_oneof![
+        any::<bool>().prop_map(GenSandbox::Enabled),
+        (
+            prop::option::of(any::<bool>()),
+            prop::collection::vec(
+                prop_oneof![
+                    "/[a-z0-9._-]{1,8}(/[a-z0-9._-]{1,8}){0,2}",
+                    "~/[a-z0-9_-]{1,8}",
+                    "\\$[A-Z_][A-Z0-9_]{0,6}/[a-z]{1,6}",
+                    "\\$\\{[A-Z_][A-Z0-9_]{0,6}\\}",
+                ]
+                .prop_filter("no `..` component", |p| !p.split('/').any(|c| c == "..")),
+                0..3,
+            ),
+            prop::option::of(1u64..=1 << 20),
+            prop::option::of(1u64..=1 << 22),
+            prop::option::of(16u64..=1 << 20),
+            prop::option::of(prop::sample::select(&["deny", "warn"][..])),
+        )
+            .prop_map(|(enabled, read, memory_mib, pids, nofile, secret_scan)| {
+                GenSandbox::Table {
+                    enabled,
+                    read,
+                    memory_mib,
+                    pids,
+                    nofile,
+                    secret_scan,
+                }
+            },),
+    ]
 }
 
 #[derive(Clone, Debug)]
@@ -96,9 +218,10 @@ fn step(i: usize) -> impl Strategy<Value = GenStep> {
         prop::option::of(timeout()),
         prop::option::of(retries()),
         prop::option::of(1u32..=1024),
+        prop::option::of(sandbox()),
     )
         .prop_map(
-            move |(prefix, needs, program, env, timeout, retries, cpus)| GenStep {
+            move |(prefix, needs, program, env, timeout, retries, cpus, sandbox)| GenStep {
                 // The suffix after the last `-` is the index, so ids are unique.
                 id: format!("{prefix}-{i}"),
                 needs,
@@ -107,6 +230,7 @@ fn step(i: usize) -> impl Strategy<Value = GenStep> {
                 timeout,
                 retries,
                 cpus,
+                sandbox,
             },
         )
         // List `needs` in any order: the parser must keep it.
@@ -163,6 +287,9 @@ fn render(steps: &[GenStep], env: &BTreeMap<String, String>) -> String {
         }
         if let Some(c) = st.cpus {
             s.push_str(&format!("cpus = {c}\n"));
+        }
+        if let Some(sb) = &st.sandbox {
+            s.push_str(&sb.render());
         }
         if !st.env.is_empty() {
             let items: Vec<String> = st
@@ -242,6 +369,8 @@ proptest! {
             prop_assert_eq!(got_env, expected_env);
             prop_assert_eq!(got.timeout, want.timeout.map(|t| t.2));
             prop_assert_eq!(got.cpus, want.cpus.unwrap_or(1));
+            let sandbox = want.sandbox.as_ref().map_or_else(SandboxSpec::default, GenSandbox::expected);
+            prop_assert_eq!(&got.sandbox, &sandbox);
             match &want.retries {
                 None => prop_assert_eq!(got.retries.count, 0),
                 Some(GenRetries::Count(c)) => prop_assert_eq!(got.retries.count, *c),
@@ -291,6 +420,10 @@ proptest! {
         Just("retries = { count = 1 }\n".to_string()),
         Just("timeout = \"1s\"\n".to_string()),
         Just("[sandbox]\nnetwork = \"allowlist\"\n".to_string()),
+        Just("sandbox = false\n".to_string()),
+        Just("sandbox = { limits = { memory = \"1GiB\", pids = 0 } }\n".to_string()),
+        Just("read = [\"~/x\", \"$A/..\", \"rel\"]\n".to_string()),
+        Just("limits = { tmpfs = \"9 zz\" }\n".to_string()),
         "[\\[\\]{}=,\"'\\n é.a-z0-9]{0,8}",
     ], 0..24)) {
         let src: String = pieces.concat();
@@ -312,6 +445,7 @@ proptest! {
                 Just("\n[steps.x]\n".to_string()),
                 Just("cpus = 0\n".to_string()),
                 Just("timeout = \"0s\"\n".to_string()),
+                Just("sandbox = { read = [\"rel/../x\"], limits = { nofile = 1 } }\n".to_string()),
             ]),
             1..6,
         ),
