@@ -48,6 +48,60 @@ pub struct Action {
     pub attempt: u32,
     /// How many attempts the step may take in all.
     pub max_attempts: u32,
+    /// What happens when a declared variable looks like an undeclared secret.
+    pub secret_scan: SecretScan,
+    /// How the attempt is isolated; `None` runs it without the sandbox (`sandbox = false`
+    /// or `--no-sandbox`).
+    pub sandbox: Option<ActionSandbox>,
+}
+
+/// What the runtime secret sweep does with a finding.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SecretScan {
+    /// The attempt fails, naming the variable (never the value).
+    #[default]
+    Deny,
+    /// The attempt runs; the log says which variable looked like a secret.
+    Warn,
+}
+
+/// Network access of a sandboxed attempt.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum NetworkAccess {
+    /// No network, not even loopback TCP.
+    #[default]
+    Deny,
+    /// Loopback only.
+    Loopback,
+    /// Only these `host:port` entries, through the egress proxy.
+    Allow(Vec<String>),
+}
+
+/// What a sandboxed attempt sees, in plan terms; the executor turns it into a sandbox
+/// policy at attempt time.
+#[derive(Clone, Debug)]
+pub struct ActionSandbox {
+    /// Input globs, relative to `cwd`.
+    pub inputs: Vec<String>,
+    /// Declared outputs, relative to `cwd` (`dir/` for a directory).
+    pub outputs: Vec<String>,
+    /// Absolute paths of the declared outputs of the steps this one needs.
+    pub needs_outputs: Vec<PathBuf>,
+    /// Paths never visible as inputs: every step's outputs, the state directory (shared by
+    /// every action of a run).
+    pub exclude: std::sync::Arc<[PathBuf]>,
+    /// Paths under the root the step gets whole (`read`/`write`), not walked for inputs.
+    pub unwalked: Vec<PathBuf>,
+    /// Extra host paths visible read-only (`/abs`, `~/x` or `$VAR/x`).
+    pub read: Vec<String>,
+    /// Extra host paths visible read-write.
+    pub write: Vec<String>,
+    /// Network access.
+    pub network: NetworkAccess,
+    /// Resource limits.
+    pub limits: ci_intel_sandbox::Limits,
+    /// Where this attempt's outputs are staged before they are collected.
+    pub staging: PathBuf,
 }
 
 /// The variables every step gets, whatever the plan says, unless the plan overrides them.

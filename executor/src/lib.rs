@@ -22,11 +22,22 @@ mod action;
 mod cancel;
 mod output;
 mod process;
+mod secrets;
+mod workspace;
 
-pub use action::{Action, FixedEnv, Outcome, Program, Status};
+pub use action::{
+    Action, ActionSandbox, FixedEnv, NetworkAccess, Outcome, Program, SecretScan, Status,
+};
 pub use cancel::{Cancel, CancelLevel, CancelSource};
-pub use output::OutputSink;
+pub use output::{OutputSink, Redactor};
 pub use process::{DryRun, ProcessExecutor, ProcessExecutorConfig};
+pub use secrets::{
+    AWS_ACCESS_KEY, AWS_SECRET_KEY, Finding, GITHUB_TOKEN, HIGH_ENTROPY, PRIVATE_KEY, SLACK_TOKEN,
+    sweep,
+};
+pub use workspace::{
+    CollectError, InputGlobs, InputsError, Staging, StagingError, VisibleInputs, visible_inputs,
+};
 
 use std::future::Future;
 
@@ -72,4 +83,4 @@ pub trait Execute: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Outcome, ExecuteError>> + Send;
 }
 
-pub use ci_intel_sandbox::{Layer, Level, Posture, Watchdog};
+pub use ci_intel_sandbox::{Layer, Level, Limits, Posture, Watchdog};

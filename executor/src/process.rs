@@ -7,14 +7,20 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use ci_intel_sandbox::{Child, Policy, SpawnError, Watchdog};
+use ci_intel_sandbox::{
+    Allowlist, Child, EgressEvent, EgressProxy, Isolation, NetworkMode, Policy, SpawnError,
+    Watchdog,
+};
 use nix::sys::signal::Signal;
 use tokio::io::AsyncReadExt;
 use tokio::time::sleep_until;
 
-use crate::action::{Action, FixedEnv, Outcome, Status};
+use std::path::PathBuf;
+
+use crate::action::{Action, ActionSandbox, FixedEnv, NetworkAccess, Outcome, SecretScan, Status};
 use crate::cancel::{Cancel, CancelLevel};
 use crate::output::{OutputProcessor, OutputSink, command_not_found};
+use crate::workspace::{Staging, visible_inputs};
 use crate::{Execute, ExecuteError};
 
 /// Settings of a [`ProcessExecutor`].
@@ -164,10 +170,42 @@ impl Execute for ProcessExecutor {
                 return Ok(outcome);
             }
         };
-        std::fs::create_dir_all(&action.home).map_err(|source| ExecuteError::Home {
-            path: action.home.clone(),
-            source,
-        })?;
+        let findings = sweep_action(&action);
+        if !findings.is_empty() {
+            let what: Vec<String> = findings.iter().map(ToString::to_string).collect();
+            let what = what.join("; ");
+            if action.secret_scan == SecretScan::Deny {
+                let message = format!(
+                    "secret sweep: {what}; declare it in `secrets` (or set `secret_scan = \"warn\"`)"
+                );
+                out.note(&message).map_err(log_err)?;
+                out.finish().map_err(log_err)?;
+                outcome.message = Some(message);
+                outcome.duration = start.elapsed();
+                return Ok(outcome);
+            }
+            out.note(&format!("warning: secret sweep: {what}"))
+                .map_err(log_err)?;
+        }
+        let (policy, staging, allow) = match &action.sandbox {
+            None => {
+                std::fs::create_dir_all(&action.home).map_err(|source| ExecuteError::Home {
+                    path: action.home.clone(),
+                    source,
+                })?;
+                (policy, None, None)
+            }
+            Some(sb) => match isolate(policy, &action, sb, &mut out) {
+                Ok(v) => v,
+                Err(message) => {
+                    out.note(&message).map_err(log_err)?;
+                    out.finish().map_err(log_err)?;
+                    outcome.message = Some(message);
+                    outcome.duration = start.elapsed();
+                    return Ok(outcome);
+                }
+            },
+        };
 
         if cancel.level() > CancelLevel::None {
             outcome.status = Status::Cancelled;
@@ -177,7 +215,7 @@ impl Execute for ProcessExecutor {
 
         let (rx, tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| ExecuteError::Pipe(e.into()))?;
-        let child = match ci_intel_sandbox::spawn(
+        let mut child = match ci_intel_sandbox::spawn(
             &policy,
             &action.program.argv(),
             tx,
@@ -204,7 +242,29 @@ impl Execute for ProcessExecutor {
                 outcome.duration = start.elapsed();
                 return Ok(outcome);
             }
+            Err(e @ SpawnError::Sandbox { .. }) => {
+                let mut message = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(c) = src {
+                    message.push_str(&format!(": {c}"));
+                    src = c.source();
+                }
+                out.note(&message).map_err(log_err)?;
+                out.finish().map_err(log_err)?;
+                outcome.exit_code = Some(ci_intel_sandbox::EXIT_SETUP_FAILED);
+                outcome.message = Some(message);
+                outcome.duration = start.elapsed();
+                return Ok(outcome);
+            }
             Err(e) => return Err(ExecuteError::Spawn(e)),
+        };
+        let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+        let proxy = match (child.take_proxy_listener(), allow) {
+            (Some(listener), Some(allow)) => Some(
+                EgressProxy::start(listener, action.step.clone(), allow, events_tx)
+                    .map_err(ExecuteError::Pipe)?,
+            ),
+            _ => None,
         };
         let mut reader =
             tokio::net::unix::pipe::Receiver::from_owned_fd(rx).map_err(ExecuteError::Pipe)?;
@@ -245,6 +305,9 @@ impl Execute for ProcessExecutor {
                     signal(&child, Signal::SIGKILL);
                     kill_at = None;
                 }
+                Some(ev) = events.recv(), if proxy.is_some() => {
+                    out.note(&egress_line(&ev)).map_err(log_err)?;
+                }
                 n = reader.read(&mut buf), if !eof => {
                     match n {
                         Ok(0) => eof = true,
@@ -264,6 +327,20 @@ impl Execute for ProcessExecutor {
                 Ok(Err(e)) => return Err(ExecuteError::Pipe(e)),
             }
         }
+        if let Some(proxy) = proxy {
+            proxy.shutdown().await;
+            while let Ok(ev) = events.try_recv() {
+                out.note(&egress_line(&ev)).map_err(log_err)?;
+            }
+        }
+        let mut collect_error = None;
+        if let (Some(staging), true) = (&staging, stopping.is_none() && exit.success()) {
+            if let Err(e) = staging.collect() {
+                let message = format!("collecting outputs: {e}");
+                out.note(&message).map_err(log_err)?;
+                collect_error = Some(message);
+            }
+        }
         out.finish().map_err(log_err)?;
 
         outcome.duration = start.elapsed();
@@ -274,7 +351,7 @@ impl Execute for ProcessExecutor {
         outcome.output_bytes = out.total;
         outcome.status = match stopping {
             Some(s) => s,
-            None if exit.success() => Status::Succeeded,
+            None if exit.success() && collect_error.is_none() => Status::Succeeded,
             None => Status::Failed,
         };
         outcome.message = match outcome.status {
@@ -289,6 +366,7 @@ impl Execute for ProcessExecutor {
                     |p| format!("command not found: {p}"),
                 ))
             }
+            Status::Failed if collect_error.is_some() => collect_error,
             Status::Failed => Some(match (exit.code, exit.signal) {
                 (Some(c), _) => format!("exit code {c}"),
                 (None, Some(s)) => format!("killed by signal {s}"),
@@ -298,6 +376,142 @@ impl Execute for ProcessExecutor {
         };
         Ok(outcome)
     }
+}
+
+/// The runtime secret sweep over what the step declares: its env and passed variables.
+fn sweep_action(action: &Action) -> Vec<crate::Finding> {
+    let passed: Vec<(String, String)> = action
+        .pass_env
+        .iter()
+        .filter_map(|n| Some((n.clone(), std::env::var(n).ok()?)))
+        .collect();
+    crate::sweep(
+        action
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain(passed.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+        &action.secrets,
+    )
+}
+
+fn egress_line(ev: &EgressEvent) -> String {
+    if ev.allowed {
+        format!(
+            "egress allowed: {}:{} ({} bytes up, {} down){}",
+            ev.host,
+            ev.port,
+            ev.bytes_up,
+            ev.bytes_down,
+            ev.reason
+                .as_ref()
+                .map(|r| format!("; {r}"))
+                .unwrap_or_default()
+        )
+    } else {
+        format!(
+            "egress_denied: {}:{} ({})",
+            ev.host,
+            ev.port,
+            ev.reason.as_deref().unwrap_or("not on the allowlist")
+        )
+    }
+}
+
+/// Expands `~`/`~/x` (the runner's home) and `$NAME`/`${NAME}` at the start of a plan path;
+/// a relative path is relative to `root`.
+fn expand(path: &str, root: &Path) -> Result<PathBuf, String> {
+    let var = |name: &str| {
+        std::env::var_os(name).ok_or_else(|| format!("sandbox path `{path}`: ${name} is not set"))
+    };
+    if path == "~" || path.starts_with("~/") {
+        return Ok(
+            PathBuf::from(var("HOME")?).join(path.trim_start_matches('~').trim_start_matches('/'))
+        );
+    }
+    if let Some(rest) = path.strip_prefix('$') {
+        let (name, tail) = match rest.strip_prefix('{') {
+            Some(r) => r.split_once('}').unwrap_or((r, "")),
+            None => rest
+                .split_once('/')
+                .map_or((rest, ""), |(n, _)| (n, &rest[n.len()..])),
+        };
+        return Ok(PathBuf::from(var(name)?).join(tail.trim_start_matches('/')));
+    }
+    Ok(root.join(path))
+}
+
+type Isolated = (Policy, Option<Staging>, Option<Allowlist>);
+
+/// The sandbox policy of a sandboxed attempt: what it sees, its network, its limits.
+fn isolate(
+    policy: Policy,
+    action: &Action,
+    sb: &ActionSandbox,
+    out: &mut OutputProcessor<'_>,
+) -> Result<Isolated, String> {
+    let exclude: Vec<PathBuf> = sb.exclude.iter().chain(&sb.unwalked).cloned().collect();
+    let inputs = visible_inputs(&action.cwd, &sb.inputs, &exclude)
+        .map_err(|e| format!("finding inputs: {e}"))?;
+    for link in &inputs.skipped_symlinks {
+        let _ = out.note(&format!(
+            "input {} is a symbolic link out of the workspace; it is not visible",
+            link.display()
+        ));
+    }
+    let staging = Staging::prepare(&action.cwd, &sb.staging, &sb.outputs)
+        .map_err(|e| format!("preparing outputs: {e}"))?;
+    let mut iso = Isolation::builder().limits(sb.limits);
+    for p in &inputs.paths {
+        iso = iso.ro(p);
+    }
+    for p in sb.needs_outputs.iter().filter(|p| p.exists()) {
+        iso = iso.ro(p);
+    }
+    for p in &sb.read {
+        iso = iso.ro(expand(p, &action.cwd)?);
+    }
+    for p in &sb.write {
+        iso = iso.rw(expand(p, &action.cwd)?);
+    }
+    for (source, target) in staging.binds() {
+        iso = iso.rw_at(source, target);
+    }
+    let (mode, allow) = match &sb.network {
+        NetworkAccess::Deny => (NetworkMode::Deny, None),
+        NetworkAccess::Loopback => (NetworkMode::Loopback, None),
+        NetworkAccess::Allow(list) => (
+            NetworkMode::Proxy,
+            Some(Allowlist::parse(list).map_err(|e| format!("network allowlist: {e}"))?),
+        ),
+    };
+    // The private home, unless the plan asks for the host's by name.
+    let declared =
+        |name: &str| action.env.contains_key(name) || action.pass_env.iter().any(|n| n == name);
+    let mut policy = policy.env("HOSTNAME", ci_intel_sandbox::HOSTNAME);
+    for (name, value) in [
+        ("HOME", ci_intel_sandbox::HOME),
+        ("USER", "ci"),
+        ("LOGNAME", "ci"),
+    ] {
+        if !declared(name) {
+            policy = policy.env(name, value);
+        }
+    }
+    if mode == NetworkMode::Proxy {
+        let url = format!("http://127.0.0.1:{}", ci_intel_sandbox::PROXY_PORT);
+        for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+            policy = policy.env(name, &url);
+        }
+        for name in ["NO_PROXY", "no_proxy"] {
+            policy = policy.env(name, "localhost,127.0.0.1,::1");
+        }
+    }
+    Ok((
+        policy.isolate(iso.network(mode).build()),
+        Some(staging),
+        allow,
+    ))
 }
 
 fn signal(child: &Child, sig: Signal) {
@@ -359,6 +573,8 @@ mod tests {
             home: dir.join("home/s"),
             attempt: 1,
             max_attempts: 1,
+            secret_scan: SecretScan::Deny,
+            sandbox: None,
         }
     }
 
