@@ -19,6 +19,12 @@ pub(crate) enum Command {
     /// Check or draw a plan without running it.
     #[command(subcommand)]
     Plan(PlanCommand),
+    /// Run one command in the sandbox plan steps get, and exit with its status.
+    ///
+    /// Exit status: the command's own (128+N when killed by signal N); 2 usage error;
+    /// 3 a `--require`d layer is missing; 124 timed out; 125 the sandbox could not be set up;
+    /// 126 the command is not executable; 127 it was not found.
+    Exec(ExecArgs),
     /// Show which isolation layers this host enforces.
     Doctor {
         /// Print JSON instead of a table.
@@ -52,9 +58,60 @@ pub(crate) struct RunArgs {
     /// Bytes of each step's output shown live (the log keeps everything).
     #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024)]
     pub(crate) live_output: u64,
+    /// Run every step without the sandbox (the summary says so).
+    #[arg(long)]
+    pub(crate) no_sandbox: bool,
     /// Seed for retry jitter (default: random).
     #[arg(long, value_name = "N")]
     pub(crate) seed: Option<u64>,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ExecArgs {
+    /// Make a host path visible read-only at the same path (repeatable).
+    #[arg(long = "ro", value_name = "PATH")]
+    pub(crate) ro: Vec<PathBuf>,
+    /// Make a host path visible read-write at the same path (repeatable).
+    #[arg(long = "rw", value_name = "PATH")]
+    pub(crate) rw: Vec<PathBuf>,
+    /// Mount an empty private tmpfs at PATH (repeatable).
+    #[arg(long = "tmpfs", value_name = "PATH")]
+    pub(crate) tmpfs: Vec<PathBuf>,
+    /// Network: `deny` (no network, no TCP), `loopback`, or `allow=HOST:PORT,...` (through
+    /// the egress proxy; `*.domain:PORT` wildcards).
+    #[arg(long, value_name = "MODE", default_value = "deny")]
+    pub(crate) net: String,
+    /// Set a variable for the command (repeatable).
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    pub(crate) env: Vec<String>,
+    /// Pass a host variable by name; its value is redacted from the command's output.
+    #[arg(long = "secret", value_name = "NAME")]
+    pub(crate) secrets: Vec<String>,
+    /// Working directory inside the sandbox (default: the current directory; it is empty
+    /// unless also given with --ro or --rw).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) cwd: Option<PathBuf>,
+    /// Fail with exit code 3 unless this host enforces LAYER fully (repeatable).
+    #[arg(long = "require", value_name = "LAYER")]
+    pub(crate) require: Vec<String>,
+    /// Memory per process (RLIMIT_DATA), e.g. 512MiB. Default: the host's RAM.
+    #[arg(long, value_name = "SIZE", value_parser = size_arg)]
+    pub(crate) memory: Option<u64>,
+    /// Processes and threads in the sandbox.
+    #[arg(long, value_name = "N")]
+    pub(crate) pids: Option<u64>,
+    /// Open files per process.
+    #[arg(long, value_name = "N")]
+    pub(crate) nofile: Option<u64>,
+    /// Size of /tmp, $HOME and /dev/shm, e.g. 256MiB. Default: 1GiB.
+    #[arg(long, value_name = "SIZE", value_parser = size_arg)]
+    pub(crate) tmpfs_size: Option<u64>,
+    /// Stop the command after this long (SIGTERM, then SIGKILL after 2s).
+    #[arg(long, value_name = "DURATION", value_parser = humantime_arg)]
+    pub(crate) timeout: Option<std::time::Duration>,
+    /// The command and its arguments.
+    #[arg(required = true, last = true, value_name = "CMD")]
+    pub(crate) command: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -84,4 +141,28 @@ pub(crate) enum GraphFormat {
 
 fn humantime_arg(s: &str) -> Result<std::time::Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e}: write e.g. 10s, 500ms, 2m"))
+}
+
+/// Parses `512MiB`, `2GiB`, `1G`, `64k` or a plain byte count.
+pub(crate) fn size_arg(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size: write e.g. 512MiB, 2GiB or 1048576"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "`{s}` has an unknown unit: use KiB, MiB, GiB or TiB"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("`{s}` is too large"))
 }

@@ -9,6 +9,7 @@
 //! 130 interrupted.
 
 mod cli;
+mod exec;
 mod report;
 
 use std::path::Path;
@@ -85,6 +86,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Plan(PlanCommand::Check { plan }) => plan_check(&plan),
         Command::Plan(PlanCommand::Graph { plan, format }) => plan_graph(&plan, format),
+        Command::Exec(args) => exec::exec(args),
         Command::Doctor { json } => Ok(doctor(json)),
     };
     match result {
@@ -160,7 +162,7 @@ fn plan_graph(path: &Path, format: GraphFormat) -> Outcome {
 }
 
 fn doctor(json: bool) -> Result<u8, Failure> {
-    let posture = Posture::current();
+    let posture = Posture::isolated();
     let host = ci_intel_sandbox::probe_host();
     if json {
         let layers: Vec<serde_json::Value> = posture
@@ -244,7 +246,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 fn run(args: RunArgs) -> Outcome {
-    let plan = match load(&args.plan) {
+    let mut plan = match load(&args.plan) {
         Ok(p) => p,
         Err(f) => return Ok(Err(f)),
     };
@@ -275,6 +277,11 @@ fn run(args: RunArgs) -> Outcome {
             Some("`root` is relative to the plan file; fix it or create the directory".into()),
         )));
     }
+    // Sandboxed steps see the root at its real, absolute path.
+    plan.root = plan
+        .root
+        .canonicalize()
+        .with_context(|| format!("resolving the plan root {}", plan.root.display()))?;
     if !args.dry_run {
         let mut unset: Vec<&str> = plan
             .steps
@@ -296,24 +303,33 @@ fn run(args: RunArgs) -> Outcome {
             )));
         }
     }
-    let posture = Posture::current();
-    let mut required: Vec<_> = plan
-        .steps
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| selection.contains(*i))
-        .flat_map(|(_, s)| s.sandbox.require.iter().copied())
-        .collect();
-    required.sort();
-    required.dedup();
-    let missing = posture.missing(&required);
+    // Each step is held to the posture it will actually run under.
+    let isolated = Posture::isolated();
+    let process = Posture::process();
+    let mut missing: Vec<String> = Vec::new();
+    for (i, step) in plan.steps.iter().enumerate() {
+        if !selection.contains(i) || step.sandbox.require.is_empty() {
+            continue;
+        }
+        let sandboxed = step.sandbox.enabled && !args.no_sandbox;
+        let posture = if sandboxed { &isolated } else { &process };
+        for layer in posture.missing(&step.sandbox.require) {
+            let what = if sandboxed {
+                layer.name().to_string()
+            } else {
+                format!("{layer} (step `{}` runs without the sandbox)", step.id)
+            };
+            if !missing.contains(&what) {
+                missing.push(what);
+            }
+        }
+    }
     if !missing.is_empty() && !args.dry_run {
-        let names: Vec<&str> = missing.iter().map(|l| l.name()).collect();
         return Ok(Err(Failure {
             code: exit::ISOLATION,
             message: format!(
                 "error: the plan requires isolation layers this host does not enforce: {}",
-                names.join(", ")
+                missing.join(", ")
             ),
             hint: Some("run `ci-intel doctor` to see what this host enforces, or remove them from `require`".into()),
         }));
@@ -342,6 +358,10 @@ fn run(args: RunArgs) -> Outcome {
         keep_going: args.keep_going,
         run_dir: run_dir.clone(),
         seed: args.seed.unwrap_or_else(|| fastrand::u64(..)),
+        no_sandbox: args.no_sandbox,
+        state_dir: state_dir
+            .canonicalize()
+            .unwrap_or_else(|_| state_dir.clone()),
     };
 
     // Processes that leave their step's group (setsid) come back to us and are killed when
@@ -417,6 +437,9 @@ fn run(args: RunArgs) -> Outcome {
     let report = report.context("running the plan")?;
 
     out!("{}", report::summary(&report, &run_dir));
+    if let Some(off) = report::unsandboxed(&plan, &selection, args.no_sandbox) {
+        out!("{off}");
+    }
     for r in &report.results {
         if matches!(r.state, StepState::Failed | StepState::TimedOut) {
             if let Some(o) = &r.outcome {

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use ci_intel_executor::OutputSink;
-use ci_intel_scheduler::{Event, Observer, RunReport, StepState};
+use ci_intel_scheduler::{Event, Observer, Plan, RunReport, Selection, StepState};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Prints events and step output; a progress bar when stdout is a terminal.
@@ -178,6 +178,21 @@ impl OutputSink for Reporter {
 }
 
 /// The table printed at the end of a run.
+/// Says which steps ran without the sandbox, if any: an opt-out is never silent.
+pub(crate) fn unsandboxed(plan: &Plan, selection: &Selection, no_sandbox: bool) -> Option<String> {
+    if no_sandbox {
+        return Some("sandbox: off for every step (--no-sandbox)\n".into());
+    }
+    let off: Vec<&str> = plan
+        .steps
+        .iter()
+        .enumerate()
+        .filter(|(i, s)| selection.contains(*i) && !s.sandbox.enabled)
+        .map(|(_, s)| s.id.as_str())
+        .collect();
+    (!off.is_empty()).then(|| format!("sandbox: off for {} (sandbox = false)\n", off.join(", ")))
+}
+
 pub(crate) fn summary(report: &RunReport, run_dir: &Path) -> String {
     let width = report
         .results

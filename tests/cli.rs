@@ -269,7 +269,7 @@ fn plan_graph_draws_dot_and_mermaid() {
 #[test]
 fn a_required_layer_the_host_lacks_is_exit_3() {
     let w = Workdir::with_plan(
-        "version = 1\n\n[sandbox]\nrequire = [\"landlock\"]\n\n[steps.a]\nrun = \"touch ran\"\n",
+        "version = 1\n\n[sandbox]\nrequire = [\"cgroups\"]\n\n[steps.a]\nrun = \"touch ran\"\n",
     );
     let run = w.run(&["run", "plan.toml"]);
     assert_eq!(run.code, Some(3), "{}", run.shown);
@@ -454,6 +454,8 @@ echo "first attempt fails"
 exit 1
 """
 retries = { count = 2, backoff = "fixed", delay = "10ms" }
+# The marker must outlive the attempt: write it to the real root.
+sandbox = false
 "#,
     );
     let run = w.run(&["run", "plan.toml", "--seed", "7"]);

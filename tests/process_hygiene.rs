@@ -160,12 +160,15 @@ struct Runner {
 }
 
 impl Runner {
+    /// Runs the plan in `dir` without the sandbox: these tests watch step processes by their
+    /// host pids, which the steps write into the plan root.
     fn start(dir: &Path, args: &[&str]) -> Runner {
         let mut child = Command::new(BIN)
             .arg("run")
             .arg(dir.join("plan.toml"))
             .arg("--state-dir")
             .arg(dir.join("state"))
+            .arg("--no-sandbox")
             .args(args)
             .env_remove("CI_INTEL_LOG")
             .stdin(Stdio::null())
@@ -567,5 +570,63 @@ run = "head -c 300000000 /dev/zero | tr '\\0' 'x' | fold -w 100"
     assert!(
         counts.bytes < LIVE_LIMIT * 3 / 2,
         "stdout carried {counts:?}"
+    );
+}
+
+/// True while a host process whose command line contains `marker` exists (zombies aside).
+fn running_with(marker: &str) -> bool {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&cmd).contains(marker)
+        })
+}
+
+#[test]
+fn sigkill_of_ci_intel_kills_every_sandboxed_step_process() {
+    let marker = format!("ci-intel-hygiene-{}", std::process::id());
+    let dir = plan_dir(&format!(
+        r#"version = 1
+
+[steps.boxed]
+run = """
+setsid sh -c 'sleep 300; : {marker}-daemon' >/dev/null 2>&1 &
+sh -c 'sleep 300; : {marker}-child' &
+echo started
+wait
+"""
+"#
+    ));
+    let mut child = Command::new(BIN)
+        .arg("run")
+        .arg(dir.path().join("plan.toml"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting ci-intel");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let started = lines.any(|l| l.is_ok_and(|l| l.contains("[boxed] started")));
+    assert!(started, "the step did not start");
+    let deadline = Instant::now() + STARTUP;
+    while !running_with(&format!("{marker}-daemon")) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        running_with(&format!("{marker}-daemon")),
+        "the daemon never ran"
+    );
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).expect("killing ci-intel");
+    let _ = child.wait();
+    let deadline = Instant::now() + EXIT;
+    while running_with(&marker) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !running_with(&marker),
+        "a sandboxed step process outlived ci-intel's SIGKILL"
     );
 }
