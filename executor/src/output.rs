@@ -208,7 +208,8 @@ impl Redactor {
     /// Output is redacted line by line, so a multi-line secret (a PEM key) is masked line
     /// by line, as GitHub Actions does. Each line of 4 bytes or more, and the whole value,
     /// is also masked when any of its bytes is percent-encoded; the whole value is also
-    /// masked base64-encoded (see [`base64_forms`]).
+    /// masked base64-encoded (standard and URL-safe alphabets, padded or not, wrapped at 64
+    /// and 76 columns).
     pub fn new(secrets: &[Vec<u8>]) -> Redactor {
         let mut patterns = Vec::new();
         for secret in secrets {

@@ -312,9 +312,7 @@ impl Layout {
             }
         }
         for path in SYSTEM_ETC {
-            if let Some(entry) = host_entry(Path::new(path), false) {
-                entries.push(entry);
-            }
+            entries.extend(etc_entry(Path::new(path)));
         }
         let files: [(&str, String); 4] = [
             (
@@ -411,6 +409,32 @@ fn absolute(path: &Path) -> Result<PathBuf, LayoutError> {
         }
     }
     Ok(clean)
+}
+
+/// Small regular files of `/etc` are copied into the root instead of bound: a write into
+/// the new root costs far less than a mount.
+const COPY_UP_TO: u64 = 256 * 1024;
+
+/// An `/etc` entry: a small file is copied (once per process: these files change only
+/// when packages are installed), anything else is as [`host_entry`] makes it.
+fn etc_entry(path: &Path) -> Option<Entry> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static COPIES: OnceLock<Mutex<HashMap<PathBuf, Option<Vec<u8>>>>> = OnceLock::new();
+    let mut copies = COPIES.get_or_init(Default::default).lock().ok()?;
+    let copy = copies.entry(path.to_path_buf()).or_insert_with(|| {
+        let meta = std::fs::symlink_metadata(path).ok()?;
+        (meta.is_file() && meta.len() <= COPY_UP_TO)
+            .then(|| std::fs::read(path).ok())
+            .flatten()
+    });
+    match copy {
+        Some(contents) => Some(Entry::File {
+            path: path.to_path_buf(),
+            contents: contents.clone(),
+        }),
+        None => host_entry(path, false),
+    }
 }
 
 /// A system path as an entry: a symlink stays a symlink, anything else is a read-only bind.
