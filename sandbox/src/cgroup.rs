@@ -3,9 +3,10 @@
 //! runners without a delegated cgroup v2 subtree).
 //!
 //! The cgroup bounds the whole step: every process and thread together (`pids.max`), and
-//! all their memory together (`memory.limit_in_bytes`). That matters most as root, where
-//! the kernel does not apply `RLIMIT_NPROC` to processes of the host's uid 0, which the
-//! sandbox user maps to. A delegated cgroup v2 subtree is not used yet; where there is
+//! all their memory together (`memory.limit_in_bytes`). The `pids` cgroup matters as root,
+//! where the kernel does not apply `RLIMIT_NPROC` to processes of the host's uid 0, which
+//! the sandbox user maps to, and only where the pid namespace cannot bound the step
+//! itself (see `PidMax` in `ns.rs`). A delegated cgroup v2 subtree is not used yet; where there is
 //! neither, the rlimits are the only bound and the posture says so.
 
 use std::io;
@@ -59,21 +60,27 @@ pub(crate) fn available() -> Vec<&'static str> {
 impl StepCgroup {
     /// Creates the cgroups for one sandbox with `limits`; `None` where the host has none
     /// for us.
-    pub(crate) fn create(limits: &Limits) -> io::Result<Option<StepCgroup>> {
+    /// `pids` is false when the pid namespace bounds the step's tasks itself.
+    pub(crate) fn create(limits: &Limits, pids: bool) -> io::Result<Option<StepCgroup>> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
+        // Unique even when this pid is reused while an old directory lingers.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
         let name = format!(
-            "ci-intel-{}-{}",
+            "ci-intel-{}-{}-{nanos:x}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
         let mut cg = StepCgroup { dirs: Vec::new() };
-        if let Some(parent) = v1_parent("pids") {
+        if let Some(parent) = pids.then(|| v1_parent("pids")).flatten() {
             let dir = parent.join(&name);
             std::fs::create_dir(&dir)?;
             cg.dirs.push(dir.clone());
             std::fs::write(dir.join("pids.max"), limits.pids.to_string())?;
         }
-        if let (Some(parent), Some(memory)) = (v1_parent("memory"), limits.memory) {
+        if let Some((parent, memory)) = limits.memory.and_then(|m| Some((v1_parent("memory")?, m)))
+        {
             let dir = parent.join(&name);
             std::fs::create_dir(&dir)?;
             cg.dirs.push(dir.clone());
@@ -82,12 +89,18 @@ impl StepCgroup {
         Ok((!cg.dirs.is_empty()).then_some(cg))
     }
 
-    /// Moves `pid` (the sandbox's pid 1, before it starts the command) into the cgroups.
-    pub(crate) fn add(&self, pid: libc::pid_t) -> io::Result<()> {
-        for dir in &self.dirs {
-            std::fs::write(dir.join("cgroup.procs"), pid.to_string())?;
-        }
-        Ok(())
+    /// The `tasks` files the sandbox's pid 1 writes `0` to, moving itself in.
+    ///
+    /// A process moving itself through `tasks` skips the global threadgroup lock, whose
+    /// write side waits for an RCU grace period (milliseconds); writing another process's
+    /// pid to `cgroup.procs` takes it.
+    pub(crate) fn task_files(&self) -> Vec<std::ffi::CString> {
+        self.dirs
+            .iter()
+            .filter_map(|d| {
+                std::ffi::CString::new(d.join("tasks").into_os_string().into_encoded_bytes()).ok()
+            })
+            .collect()
     }
 }
 

@@ -29,13 +29,11 @@ const SYSTEM_DIRS: &[&str] = &[
 
 /// The parts of the host's `/etc` that tools need to work and that hold no secrets. The
 /// rest of `/etc` is absent; `passwd`, `group`, `hosts` and `hostname` are synthetic.
+/// (`ld.so.conf` and `ca-certificates` are for `ldconfig` and `update-ca-certificates`;
+/// programs read `ld.so.cache` and `ssl`.)
 const SYSTEM_ETC: &[&str] = &[
     "/etc/alternatives",
-    "/etc/ca-certificates",
-    "/etc/ca-certificates.conf",
     "/etc/ld.so.cache",
-    "/etc/ld.so.conf",
-    "/etc/ld.so.conf.d",
     "/etc/localtime",
     "/etc/nsswitch.conf",
     "/etc/os-release",
@@ -44,8 +42,9 @@ const SYSTEM_ETC: &[&str] = &[
     "/etc/ssl",
 ];
 
-/// Device nodes bound from the host into the sandbox's `/dev`.
-pub(crate) const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+/// Device nodes bound from the host into the sandbox's `/dev`. No `tty`: a sandboxed
+/// process has no controlling terminal.
+pub(crate) const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom"];
 
 /// How a sandbox reaches the network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -71,10 +71,11 @@ pub enum Stage {
     NoNewPrivs,
     Seccomp,
     Fork,
+    Cgroup,
 }
 
 impl Stage {
-    const ALL: [Stage; 25] = [
+    const ALL: [Stage; 26] = [
         Stage::Descriptors,
         Stage::IdentityMap,
         Stage::PrivateMounts,
@@ -100,6 +101,7 @@ impl Stage {
         Stage::NoNewPrivs,
         Stage::Seccomp,
         Stage::Fork,
+        Stage::Cgroup,
     ];
 
     /// What the stage does, as a message fragment.
@@ -130,6 +132,7 @@ impl Stage {
             Stage::NoNewPrivs => "setting no_new_privs",
             Stage::Seccomp => "installing the seccomp filter",
             Stage::Fork => "starting the command",
+            Stage::Cgroup => "entering the step's cgroup",
         }
     }
 
@@ -228,10 +231,17 @@ pub(crate) struct Prepared {
     network: NetworkMode,
     rlimits: [(u32, u64); 4],
     cap_last: u32,
+    /// The pid namespace's `pid_max`, which bounds the step's tasks, when the kernel
+    /// keeps one per namespace.
+    pid_max: Option<CString>,
+    /// The stack the command starts on, until it execs.
+    payload_stack: Vec<u8>,
     /// Mounts made read-only after the pivot (absolute paths inside).
     read_only_after: Vec<CString>,
-    /// The sandbox's cgroup, which pid 1 must be in before it starts the command.
+    /// The sandbox's cgroups, removed when the sandbox is gone.
     cgroup: Option<StepCgroup>,
+    /// Their `tasks` files: pid 1 moves itself in first thing, before anything can fork.
+    cgroup_tasks: Vec<CString>,
     /// Paths of ops, for error messages.
     op_paths: Vec<PathBuf>,
 }
@@ -267,18 +277,35 @@ fn cap_last() -> u32 {
     })
 }
 
+/// Since Linux 6.14 `kernel.pid_max` is per pid namespace and writable by its owner: a
+/// sandbox whose `pid_max` is `limit + 1` cannot have more than `limit` tasks, whoever runs
+/// it (as root `RLIMIT_NPROC` does not apply). The kernel's minimum is 301, so smaller
+/// limits fall back to a `pids` cgroup (as root) or `RLIMIT_NPROC`.
+fn pid_max_for(limit: u64) -> Option<u64> {
+    static PER_NAMESPACE: OnceLock<bool> = OnceLock::new();
+    let per_namespace = *PER_NAMESPACE.get_or_init(|| {
+        let release = nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut parts = release
+            .split(['.', '-'])
+            .map(|p| p.parse::<u32>().unwrap_or(0));
+        let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        (major, minor) >= (6, 14)
+    });
+    (per_namespace && limit >= 300).then_some(limit + 1)
+}
+
 fn mem_total() -> u64 {
-    static TOTAL: OnceLock<u64> = OnceLock::new();
-    *TOTAL.get_or_init(|| {
-        std::fs::read_to_string("/proc/meminfo")
-            .ok()
-            .and_then(|s| {
-                let line = s.lines().find(|l| l.starts_with("MemTotal:"))?;
-                let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-                Some(kib * 1024)
-            })
-            .unwrap_or(u64::MAX)
-    })
+    // SAFETY: sysinfo fills the struct it is given.
+    unsafe {
+        let mut info: libc::sysinfo = std::mem::zeroed();
+        if libc::sysinfo(&mut info) == 0 {
+            info.totalram.saturating_mul(u64::from(info.mem_unit))
+        } else {
+            u64::MAX
+        }
+    }
 }
 
 impl Prepared {
@@ -427,6 +454,13 @@ impl Prepared {
             })
             .collect();
         let binds = ops.iter().filter(|o| matches!(o, Op::Bind { .. })).count();
+        let pid_max = pid_max_for(limits.pids);
+        let cgroup =
+            StepCgroup::create(&limits, pid_max.is_none()).map_err(SandboxError::Cgroup)?;
+        let cgroup_tasks = cgroup
+            .as_ref()
+            .map(StepCgroup::task_files)
+            .unwrap_or_default();
         let memory = limits.memory.unwrap_or_else(mem_total);
         Ok(Prepared {
             uid_map: format!("{SANDBOX_UID} {uid} 1\n").into_bytes(),
@@ -446,7 +480,10 @@ impl Prepared {
                 (libc::RLIMIT_DATA, memory),
             ],
             cap_last: cap_last(),
-            cgroup: StepCgroup::create(&limits).map_err(SandboxError::Cgroup)?,
+            cgroup,
+            cgroup_tasks,
+            payload_stack: vec![0; 64 * 1024],
+            pid_max: pid_max.map(|v| cstr(v.to_string().as_bytes())),
             read_only_after,
             op_paths,
         })
@@ -603,21 +640,6 @@ pub(crate) fn spawn(mut prep: Prepared, exec: &Exec<'_>) -> Result<Started, Spaw
         }
         Err(e)
     };
-    if let Some(cg) = &prep.cgroup {
-        // pid 1 waits for this before it starts the command, so nothing escapes the cgroup.
-        if let Err(e) = cg.add(pid) {
-            return fail(SpawnFailure::Sandbox(SandboxError::Cgroup(e)));
-        }
-        // SAFETY: sending one byte on our end of the socket pair.
-        unsafe {
-            libc::send(
-                report_r.as_raw_fd(),
-                b"g".as_ptr().cast(),
-                1,
-                libc::MSG_NOSIGNAL,
-            )
-        };
-    }
     let (first, fd) = match recv(&report_r) {
         Ok(v) => v,
         Err(e) => return fail(start(e)),
@@ -802,6 +824,15 @@ fn child_main(prep: &mut Prepared, exec: &Exec<'_>, fds: &ChildFds) -> ! {
             libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
         }
         libc::syscall(libc::SYS_close_range, FIRST_FREE_FD, libc::c_uint::MAX, 0);
+
+        // Into the step's cgroups, before anything can fork.
+        for tasks in &prep.cgroup_tasks {
+            let fd = libc::open(tasks.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                die(Stage::Cgroup, NONE);
+            }
+            libc::close(fd);
+        }
 
         // The orchestrator's handlers must not run here.
         for sig in 1..=libc::SIGRTMAX() {
@@ -1015,6 +1046,19 @@ fn child_main(prep: &mut Prepared, exec: &Exec<'_>, fds: &ChildFds) -> ! {
             }
         }
 
+        // The step's task limit, in its own pid namespace (the fresh /proc is its).
+        if let Some(value) = &prep.pid_max {
+            let fd = libc::open(
+                c"proc/sys/kernel/pid_max".as_ptr(),
+                libc::O_WRONLY | libc::O_CLOEXEC,
+            );
+            let len = value.as_bytes().len();
+            if fd < 0 || libc::write(fd, value.as_ptr().cast(), len) != len as isize {
+                die(Stage::Limits, NONE);
+            }
+            libc::close(fd);
+        }
+
         // Into the new root; the old one is detached and gone.
         check(
             libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()),
@@ -1180,12 +1224,6 @@ fn child_main(prep: &mut Prepared, exec: &Exec<'_>, fds: &ChildFds) -> ! {
             check(seccomp::install(prog) as libc::c_long, Stage::Seccomp, NONE);
         }
 
-        if prep.cgroup.is_some() {
-            let mut go = 0u8;
-            if libc::recv(FD_REPORT, std::ptr::from_mut(&mut go).cast(), 1, 0) != 1 {
-                libc::_exit(EXIT_SETUP_FAILED);
-            }
-        }
         send(
             Report {
                 kind: MSG_READY,
@@ -1197,12 +1235,20 @@ fn child_main(prep: &mut Prepared, exec: &Exec<'_>, fds: &ChildFds) -> ! {
             libc::close(listener);
         }
 
-        let child = libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_ulong, 0, 0, 0, 0);
-        check(child, Stage::Fork, NONE);
-        if child == 0 {
-            payload(exec);
-        }
-        let child = child as libc::pid_t;
+        // The command shares pid 1's memory until it execs (as posix_spawn does): no copy
+        // of the page tables, and pid 1 waits until the exec.
+        let stack = prep
+            .payload_stack
+            .as_mut_ptr()
+            .add(prep.payload_stack.len());
+        let stack = (stack as usize & !15) as *mut libc::c_void;
+        let child = libc::clone(
+            payload_entry,
+            stack,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            std::ptr::from_ref(exec).cast_mut().cast(),
+        );
+        check(child as libc::c_long, Stage::Fork, NONE);
         libc::close(FD_REPORT);
         init_loop(child)
     }
@@ -1220,6 +1266,11 @@ struct CapData {
     effective: u32,
     permitted: u32,
     inheritable: u32,
+}
+
+extern "C" fn payload_entry(exec: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `exec` is pid 1's `Exec`, alive while pid 1 is suspended by CLONE_VFORK.
+    unsafe { payload(&*exec.cast::<Exec<'_>>()) }
 }
 
 /// The command: its own session, clean descriptors, exec. Never returns.
