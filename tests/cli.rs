@@ -540,3 +540,43 @@ fn a_hundred_thousand_steps_check_and_dry_run() {
         &dry.stdout[dry.stdout.len().saturating_sub(500)..]
     );
 }
+
+#[test]
+fn exec_passes_the_command_status_through_and_reserves_its_own_codes() {
+    let w = Workdir::new();
+    let code = |args: &[&str]| w.run(args).code;
+    assert_eq!(code(&["exec", "--", "sh", "-c", "exit 7"]), Some(7));
+    assert_eq!(code(&["exec", "--", "sh", "-c", "kill -9 $$"]), Some(137));
+    assert_eq!(
+        code(&["exec", "--timeout", "200ms", "--", "sleep", "5"]),
+        Some(124)
+    );
+    assert_eq!(code(&["exec", "--", "no-such-command-ci-intel"]), Some(127));
+    assert_eq!(
+        code(&["exec", "--ro", "/nonexistent/x", "--", "true"]),
+        Some(2)
+    );
+    assert_eq!(code(&["exec", "--net", "bogus", "--", "true"]), Some(2));
+    let missing = w.run(&[
+        "exec",
+        "--require",
+        "userns",
+        "--require",
+        "cgroups",
+        "--",
+        "true",
+    ]);
+    // cgroups are at most partially enforced on every host today.
+    assert_eq!(missing.code, Some(3), "{}", missing.shown);
+    assert!(missing.stderr.contains("cgroups"), "{}", missing.shown);
+    let env = w.run(&[
+        "exec",
+        "--env",
+        "A=1",
+        "--",
+        "sh",
+        "-c",
+        "echo $A $HOME $TZ $(hostname)",
+    ]);
+    assert_eq!(env.stdout, "1 /home/ci UTC ci-intel\n", "{}", env.shown);
+}
