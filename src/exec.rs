@@ -277,8 +277,9 @@ async fn run(
     let ended;
     loop {
         tokio::select! {
-            r = child.command_ended() => {
-                ended = r.context("waiting for the command")?;
+            r = child.ended() => {
+                r.context("waiting for the command")?;
+                ended = child.command_exit();
                 break;
             }
             _ = int.recv() => {
@@ -299,9 +300,9 @@ async fn run(
         // The command's status is known; its sandbox is being torn down by the kernel. This
         // process is about to exit, so pid 1's zombie is left to the kernel and init
         // instead of waiting for the teardown.
-        Some((code, signal)) if !timed_out && relays.is_empty() => {
+        Some(exit) if !timed_out && relays.is_empty() => {
             std::mem::forget(child);
-            code.unwrap_or_else(|| 128 + signal.unwrap_or(0))
+            exit.shell_status()
         }
         _ => {
             child.exited().await.context("waiting for the sandbox")?;

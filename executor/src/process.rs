@@ -279,7 +279,7 @@ impl Execute for ProcessExecutor {
         loop {
             tokio::select! {
                 biased;
-                r = child.exited() => {
+                r = child.ended() => {
                     r.map_err(ExecuteError::Wait)?;
                     break;
                 }
@@ -317,8 +317,30 @@ impl Execute for ProcessExecutor {
                 }
             }
         }
-        // The leader has exited: kill whatever it left in its group, then reap it.
-        let exit = child.reap().map_err(ExecuteError::Wait)?;
+        let ended_alone = if stopping.is_none() {
+            child.command_exit()
+        } else {
+            None
+        };
+        let exit = match ended_alone {
+            // A sandboxed command that ended on its own: its result is in. The kernel is
+            // tearing its sandbox down (killing what is left, unmounting); the reap waits
+            // for that in the background, off the step's critical path.
+            Some(exit) => {
+                tokio::spawn(async move {
+                    let _ = child.exited().await;
+                    if let Err(e) = child.reap() {
+                        tracing::warn!("could not reap a finished sandbox: {e}");
+                    }
+                });
+                exit
+            }
+            // The leader has exited: kill whatever it left in its group, then reap it.
+            None => {
+                child.exited().await.map_err(ExecuteError::Wait)?;
+                child.reap().map_err(ExecuteError::Wait)?
+            }
+        };
         let drain_deadline = tokio::time::Instant::now() + self.config.drain_timeout;
         while !eof {
             match tokio::time::timeout_at(drain_deadline, reader.read(&mut buf)).await {

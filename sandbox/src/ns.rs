@@ -719,10 +719,22 @@ fn recv(sock: &OwnedFd) -> io::Result<(Option<Report>, Option<OwnedFd>)> {
 }
 
 /// Reads the command's wait status that pid 1 left in the status pipe, if it did.
-pub(crate) fn payload_status(status: &mut File) -> Option<i32> {
-    let mut buf = [0u8; 4];
+pub(crate) fn payload_status(mut status: &File) -> Option<CommandStatus> {
+    let mut buf = [0u8; std::mem::size_of::<CommandStatus>()];
     status.read_exact(&mut buf).ok()?;
-    Some(i32::from_ne_bytes(buf))
+    // SAFETY: CommandStatus is plain old data of exactly this size, written by pid 1.
+    Some(unsafe { std::ptr::read_unaligned(buf.as_ptr().cast::<CommandStatus>()) })
+}
+
+/// What pid 1 reports when the command ends: its wait status and resource use (its own and
+/// that of the descendants it reaped).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct CommandStatus {
+    pub(crate) status: i32,
+    pub(crate) max_rss_kib: i32,
+    pub(crate) user_us: u64,
+    pub(crate) system_us: u64,
 }
 
 struct ChildFds {
@@ -1249,6 +1261,11 @@ fn child_main(prep: &mut Prepared, exec: &Exec<'_>, fds: &ChildFds) -> ! {
             std::ptr::from_ref(exec).cast_mut().cast(),
         );
         check(child as libc::c_long, Stage::Fork, NONE);
+        // pid 1 writes nothing: the step's output ends when the command's processes close
+        // it, not when the sandbox is torn down.
+        for fd in 0..3 {
+            libc::close(fd);
+        }
         libc::close(FD_REPORT);
         init_loop(child)
     }
@@ -1332,13 +1349,24 @@ fn init_loop(child: libc::pid_t) -> ! {
             if sig == libc::SIGCHLD {
                 loop {
                     let mut status = 0;
-                    let r = libc::waitpid(-1, &mut status, libc::WNOHANG);
+                    let mut usage: libc::rusage = std::mem::zeroed();
+                    let r = libc::wait4(-1, &mut status, libc::WNOHANG, &mut usage);
                     if r <= 0 {
                         break;
                     }
                     if r == child {
-                        let bytes = status.to_ne_bytes();
-                        libc::write(FD_STATUS, bytes.as_ptr().cast(), bytes.len());
+                        let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+                        let report = CommandStatus {
+                            status,
+                            max_rss_kib: usage.ru_maxrss as i32,
+                            user_us: us(usage.ru_utime),
+                            system_us: us(usage.ru_stime),
+                        };
+                        libc::write(
+                            FD_STATUS,
+                            std::ptr::from_ref(&report).cast(),
+                            std::mem::size_of::<CommandStatus>(),
+                        );
                         let code = if libc::WIFEXITED(status) {
                             libc::WEXITSTATUS(status)
                         } else {

@@ -163,8 +163,8 @@ pub struct Child {
     pidfd: AsyncFd<OwnedFd>,
     watchdog: Option<Watchdog>,
     reaped: bool,
-    /// For an isolated process: where its pid 1 leaves the command's wait status.
-    status: Option<std::fs::File>,
+    /// For an isolated process: where its pid 1 reports the command's status.
+    status: Option<AsyncFd<std::fs::File>>,
     proxy_listener: Option<OwnedFd>,
     /// Dropped (removed) after the leader is reaped: fields drop after `Drop::drop`.
     _cgroup: Option<crate::cgroup::StepCgroup>,
@@ -280,8 +280,14 @@ pub fn spawn_stdio(
         if let Some(w) = watchdog {
             w.register(pid.as_raw());
         }
-        let pidfd = match register_readable(started.pidfd) {
-            Ok(fd) => fd,
+        // SAFETY: each AsyncFd owns its descriptor for its whole life.
+        let registered = unsafe {
+            AsyncFd::register_with_interest(started.status, tokio::io::Interest::READABLE)
+        }
+        .map_err(io::Error::from)
+        .and_then(|status| Ok((register_readable(started.pidfd)?, status)));
+        let (pidfd, status) = match registered {
+            Ok(fds) => fds,
             Err(source) => {
                 if let Some(w) = watchdog {
                     w.unregister(pid.as_raw());
@@ -295,7 +301,7 @@ pub fn spawn_stdio(
             pidfd,
             watchdog: watchdog.cloned(),
             reaped: false,
-            status: Some(started.status),
+            status: Some(status),
             proxy_listener: started.proxy_listener,
             _cgroup: started.cgroup,
         });
@@ -566,32 +572,36 @@ impl Child {
         Ok(())
     }
 
-    /// For an isolated process, waits until its command has ended and returns its exit
-    /// code or signal, as soon as the sandbox's pid 1 has reported it: before the sandbox
-    /// is torn down (the kernel killing what is left, unmounting), which takes a few
-    /// hundred microseconds more. `None` when the process is not isolated, or pid 1 died
-    /// without a report; then wait with [`Child::exited`].
-    ///
-    /// The handle must still be reaped (or dropped) afterwards; a caller about to exit may
-    /// leave that to the kernel and init, since pid 1 is already exiting.
-    pub async fn command_ended(&mut self) -> io::Result<Option<(Option<i32>, Option<i32>)>> {
-        let Some(status) = self.status.take() else {
-            return Ok(None);
-        };
-        // SAFETY: the AsyncFd owns the file, so the descriptor stays open and unchanged for
-        // the AsyncFd's whole life.
-        let fd = unsafe { AsyncFd::register_with_interest(status, tokio::io::Interest::READABLE) }?;
-        tokio::select! {
-            guard = fd.readable() => { drop(guard?); }
-            r = self.pidfd.readable() => { drop(r?); }
+    /// Waits until the command has ended: for an isolated process, as soon as its pid 1
+    /// has reported the command's status, before the sandbox is torn down (the kernel
+    /// killing what is left, unmounting), which takes a few hundred microseconds more;
+    /// otherwise when the process exits. Then [`Child::command_exit`] has the result.
+    pub async fn ended(&self) -> io::Result<()> {
+        match &self.status {
+            Some(status) => tokio::select! {
+                r = status.readable() => { drop(r?); Ok(()) }
+                r = self.exited() => r,
+            },
+            None => self.exited().await,
         }
-        let mut status = fd.into_inner();
-        Ok(ns::payload_status(&mut status).map(|s| {
-            (
-                libc::WIFEXITED(s).then(|| libc::WEXITSTATUS(s)),
-                libc::WIFSIGNALED(s).then(|| libc::WTERMSIG(s)),
-            )
-        }))
+    }
+
+    /// How an isolated command ended, once its pid 1 has reported it (see
+    /// [`Child::ended`]): its exit code or signal and its resource use. `None` for a process
+    /// that is not isolated, or when pid 1 died without a report; then reap it.
+    ///
+    /// The handle must still be reaped or dropped; since pid 1 is already exiting, a caller
+    /// may do that in the background.
+    pub fn command_exit(&mut self) -> Option<Exit> {
+        let report = ns::payload_status(self.status.take()?.get_ref())?;
+        let s = report.status;
+        Some(Exit {
+            code: libc::WIFEXITED(s).then(|| libc::WEXITSTATUS(s)),
+            signal: libc::WIFSIGNALED(s).then(|| libc::WTERMSIG(s)),
+            user_time: Duration::from_micros(report.user_us),
+            system_time: Duration::from_micros(report.system_us),
+            max_rss_kib: report.max_rss_kib.max(0) as u64,
+        })
     }
 
     /// Sends `signal` to every process in the group.
@@ -618,7 +628,12 @@ impl Child {
         let mut exit = exit?;
         // An isolated command's own status, as its pid 1 saw it; when pid 1 was killed
         // before the command ended, pid 1's death is the answer.
-        if let Some(status) = self.status.as_mut().and_then(ns::payload_status) {
+        if let Some(report) = self
+            .status
+            .as_ref()
+            .and_then(|s| ns::payload_status(s.get_ref()))
+        {
+            let status = report.status;
             exit.code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
             exit.signal = libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status));
         }
