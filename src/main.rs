@@ -75,13 +75,14 @@ impl Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CI_INTEL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // The filter parser only when a filter is given: every `exec` pays for start-up.
+    let subscriber = tracing_subscriber::fmt().with_writer(std::io::stderr);
+    match tracing_subscriber::EnvFilter::try_from_env("CI_INTEL_LOG") {
+        Ok(filter) => subscriber.with_env_filter(filter).init(),
+        Err(_) => subscriber
+            .with_max_level(tracing::Level::WARN)
+            .init(),
+    }
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Plan(PlanCommand::Check { plan }) => plan_check(&plan),
