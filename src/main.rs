@@ -305,7 +305,8 @@ fn run(args: RunArgs) -> Outcome {
         }
     }
     // Each step is held to the posture it will actually run under.
-    let isolated = Posture::isolated();
+    // Probing forks short-lived children: only when some step requires a layer.
+    let isolated = std::cell::OnceCell::new();
     let process = Posture::process();
     let mut missing: Vec<String> = Vec::new();
     for (i, step) in plan.steps.iter().enumerate() {
@@ -313,7 +314,11 @@ fn run(args: RunArgs) -> Outcome {
             continue;
         }
         let sandboxed = step.sandbox.enabled && !args.no_sandbox;
-        let posture = if sandboxed { &isolated } else { &process };
+        let posture = if sandboxed {
+            isolated.get_or_init(Posture::isolated)
+        } else {
+            &process
+        };
         for layer in posture.missing(&step.sandbox.require) {
             let what = if sandboxed {
                 layer.name().to_string()
@@ -359,7 +364,8 @@ fn run(args: RunArgs) -> Outcome {
         keep_going: args.keep_going,
         run_dir: run_dir.clone(),
         seed: args.seed.unwrap_or_else(|| fastrand::u64(..)),
-        no_sandbox: args.no_sandbox,
+        // A dry run starts nothing: no sandbox to describe.
+        no_sandbox: args.no_sandbox || args.dry_run,
         state_dir: state_dir
             .canonicalize()
             .unwrap_or_else(|_| state_dir.clone()),
