@@ -79,9 +79,7 @@ fn main() -> ExitCode {
     let subscriber = tracing_subscriber::fmt().with_writer(std::io::stderr);
     match tracing_subscriber::EnvFilter::try_from_env("CI_INTEL_LOG") {
         Ok(filter) => subscriber.with_env_filter(filter).init(),
-        Err(_) => subscriber
-            .with_max_level(tracing::Level::WARN)
-            .init(),
+        Err(_) => subscriber.with_max_level(tracing::Level::WARN).init(),
     }
     let result = match cli.command {
         Command::Run(args) => run(args),
