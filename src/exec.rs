@@ -300,7 +300,7 @@ async fn run(
         // The command's status is known; its sandbox is being torn down by the kernel. This
         // process is about to exit, so pid 1's zombie is left to the kernel and init
         // instead of waiting for the teardown.
-        Some(exit) if !timed_out && relays.is_empty() => {
+        Some(exit) if !timed_out && relays.is_empty() && !child.has_cgroup() => {
             std::mem::forget(child);
             exit.shell_status()
         }

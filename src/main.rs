@@ -75,6 +75,7 @@ impl Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    raise_nofile_limit();
     // The filter parser only when a filter is given: every `exec` pays for start-up.
     let subscriber = tracing_subscriber::fmt().with_writer(std::io::stderr);
     match tracing_subscriber::EnvFilter::try_from_env("CI_INTEL_LOG") {
@@ -117,6 +118,23 @@ fn main() -> ExitCode {
 }
 
 type Outcome = anyhow::Result<Result<u8, Failure>>;
+
+/// Raises the soft open-file limit to the hard one: a sandbox holds one descriptor per
+/// bind while it builds its root, and a step may have thousands of input files. Steps get
+/// their own limit (`nofile`), whatever this one is.
+fn raise_nofile_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
 
 fn load(path: &Path) -> Result<Plan, Failure> {
     load_plan(path).map_err(|e| match e {

@@ -317,15 +317,19 @@ impl Execute for ProcessExecutor {
                 }
             }
         }
-        let ended_alone = if stopping.is_none() {
+        // Outputs are collected only from a sandbox that is gone: until pid 1 has exited,
+        // a process the step left behind could still change them under the collection.
+        let has_outputs = staging.as_ref().is_some_and(|s| !s.binds().is_empty());
+        let ended_alone = if stopping.is_none() && !has_outputs {
             child.command_exit()
         } else {
             None
         };
         let exit = match ended_alone {
-            // A sandboxed command that ended on its own: its result is in. The kernel is
-            // tearing its sandbox down (killing what is left, unmounting); the reap waits
-            // for that in the background, off the step's critical path.
+            // A sandboxed command that ended on its own, with nothing to collect: its
+            // result is in. The kernel is tearing its sandbox down (killing what is left,
+            // unmounting); the reap waits for that in the background, off the step's
+            // critical path.
             Some(exit) => {
                 tokio::spawn(async move {
                     let _ = child.exited().await;

@@ -1132,16 +1132,25 @@ fn read_link(path: &Path) -> Result<PathBuf, CollectError> {
 
 /// Clears set-user-ID and set-group-ID bits of a regular file.
 fn clear_setid(path: &Path, meta: &fs::Metadata) -> Result<(), CollectError> {
+    use std::os::unix::fs::OpenOptionsExt as _;
     let mode = meta.permissions().mode();
     if meta.is_file() && mode & SETID_BITS != 0 {
-        fs::set_permissions(
-            path,
-            fs::Permissions::from_mode(mode & 0o7777 & !SETID_BITS),
-        )
-        .map_err(|source| CollectError::Inspect {
+        let err = |source| CollectError::Inspect {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        // Through a descriptor opened without following a link: a path swapped for a
+        // symbolic link in between must not change the link's target.
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+            .map_err(err)?;
+        if !file.metadata().map_err(err)?.is_file() {
+            return Err(err(std::io::Error::from(std::io::ErrorKind::InvalidInput)));
+        }
+        file.set_permissions(fs::Permissions::from_mode(mode & 0o7777 & !SETID_BITS))
+            .map_err(err)?;
     }
     Ok(())
 }

@@ -30,7 +30,7 @@ const SYSTEM_DIRS: &[&str] = &[
 /// The parts of the host's `/etc` that tools need to work and that hold no secrets. The
 /// rest of `/etc` is absent; `passwd`, `group`, `hosts` and `hostname` are synthetic.
 /// (`ld.so.conf` and `ca-certificates` are for `ldconfig` and `update-ca-certificates`;
-/// programs read `ld.so.cache` and `ssl`.)
+/// programs read `ld.so.cache` and `ssl/certs`. Never `ssl/private`.)
 const SYSTEM_ETC: &[&str] = &[
     "/etc/alternatives",
     "/etc/ld.so.cache",
@@ -39,7 +39,8 @@ const SYSTEM_ETC: &[&str] = &[
     "/etc/os-release",
     "/etc/protocols",
     "/etc/services",
-    "/etc/ssl",
+    "/etc/ssl/certs",
+    "/etc/ssl/openssl.cnf",
 ];
 
 /// Device nodes bound from the host into the sandbox's `/dev`. No `tty`: a sandboxed

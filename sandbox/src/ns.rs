@@ -214,12 +214,29 @@ enum Op {
     },
 }
 
+impl Op {
+    /// Where the op acts, relative to the new root.
+    fn dst(&self) -> &std::ffi::CStr {
+        match self {
+            Op::Bind { dst, .. }
+            | Op::Symlink { dst, .. }
+            | Op::Tmpfs { dst, .. }
+            | Op::File { dst, .. }
+            | Op::Proc { dst }
+            | Op::Devpts { dst } => dst,
+        }
+    }
+}
+
 /// Everything the child needs, built before the clone.
 pub(crate) struct Prepared {
     uid_map: Vec<u8>,
     gid_map: Vec<u8>,
     /// Ancestors to create before each op (relative, parents first), per op.
     parents: Vec<Vec<CString>>,
+    /// Per op: whether its path lies beneath a writable bind, where every component is
+    /// checked not to be a symbolic link before anything is created or mounted there.
+    guarded: Vec<bool>,
     ops: Vec<Op>,
     /// Paths (absolute, inside) with their Landlock rights, and whether each is a dir.
     rules: Vec<(CString, u64)>,
@@ -234,6 +251,8 @@ pub(crate) struct Prepared {
     /// The pid namespace's `pid_max`, which bounds the step's tasks, when the kernel
     /// keeps one per namespace.
     pid_max: Option<CString>,
+    /// Paths under the new /proc bound read-only onto themselves (relative to the root).
+    proc_read_only: Vec<CString>,
     /// The stack the command starts on, until it execs.
     payload_stack: Vec<u8>,
     /// Mounts made read-only after the pivot (absolute paths inside).
@@ -453,6 +472,24 @@ impl Prepared {
                     .collect()
             })
             .collect();
+        // Paths beneath a writable bind may meet symbolic links a step left there: creating
+        // or mounting on them is checked to stay inside the new root.
+        let writable: Vec<&Path> = layout
+            .entries
+            .iter()
+            .filter_map(|e| match e {
+                Entry::Bind {
+                    path,
+                    writable: true,
+                    ..
+                } => Some(path.as_path()),
+                _ => None,
+            })
+            .collect();
+        let guarded = op_paths
+            .iter()
+            .map(|p| writable.iter().any(|w| p != w && p.starts_with(w)))
+            .collect();
         let binds = ops.iter().filter(|o| matches!(o, Op::Bind { .. })).count();
         let pid_max = pid_max_for(limits.pids);
         let cgroup =
@@ -466,6 +503,7 @@ impl Prepared {
             uid_map: format!("{SANDBOX_UID} {uid} 1\n").into_bytes(),
             gid_map: format!("{SANDBOX_UID} {gid} 1\n").into_bytes(),
             parents,
+            guarded,
             ops,
             rules,
             tree_fds: vec![-1; binds],
@@ -483,6 +521,16 @@ impl Prepared {
             cgroup,
             cgroup_tasks,
             payload_stack: vec![0; 64 * 1024],
+            proc_read_only: [
+                "proc/sys",
+                "proc/sysrq-trigger",
+                "proc/irq",
+                "proc/bus",
+                "proc/fs",
+            ]
+            .iter()
+            .map(|p| cstr(p.as_bytes()))
+            .collect(),
             pid_max: pid_max.map(|v| cstr(v.to_string().as_bytes())),
             read_only_after,
             op_paths,
@@ -663,6 +711,14 @@ pub(crate) fn spawn(mut prep: Prepared, exec: &Exec<'_>) -> Result<Started, Spaw
         Ok((Some(r), _)) if r.kind == MSG_EXEC_FAILED => {
             return fail(SpawnFailure::Exec(io::Error::from_raw_os_error(r.errno)));
         }
+        // Starting the command itself failed (EAGAIN from the task limit, ENOMEM).
+        Ok((Some(r), _)) if r.kind == MSG_SETUP_FAILED => {
+            return fail(SpawnFailure::Sandbox(SandboxError::Setup {
+                stage: Stage::from_u32(r.stage).unwrap_or(Stage::Fork),
+                path: None,
+                source: io::Error::from_raw_os_error(r.errno),
+            }));
+        }
         Ok((Some(_), _)) => return fail(SpawnFailure::Sandbox(SandboxError::Died)),
         Err(e) => return fail(start(e)),
     }
@@ -772,6 +828,45 @@ unsafe fn send(report: Report, fd: Option<RawFd>) {
             std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
         }
         libc::sendmsg(FD_REPORT, &msg, libc::MSG_NOSIGNAL);
+    }
+}
+
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+const RESOLVE_BENEATH: u64 = 0x08;
+
+/// True when `path` (relative to `root`) does not exist yet, or resolves beneath `root`
+/// without a symbolic link in any component. Errno is set when false.
+///
+/// # Safety
+/// System calls only.
+unsafe fn beneath(root: libc::c_int, path: &std::ffi::CStr) -> bool {
+    let how = OpenHow {
+        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: valid pointers; the descriptor, if any, is closed at once.
+    unsafe {
+        let fd = libc::syscall(
+            libc::SYS_openat2,
+            root,
+            path.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        );
+        if fd >= 0 {
+            libc::close(fd as libc::c_int);
+            return true;
+        }
+        errno() == libc::ENOENT
     }
 }
 
@@ -948,14 +1043,26 @@ fn child_main(prep: &mut Prepared, exec: &Exec<'_>, fds: &ChildFds) -> ! {
             Stage::NewRoot,
             NONE,
         );
+        let root = libc::open(
+            c".".as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        );
+        check(root as libc::c_long, Stage::NewRoot, NONE);
 
         let mut slot = 0;
         for (i, op) in prep.ops.iter().enumerate() {
             let idx = i as u32;
+            let guarded = prep.guarded[i];
             for dir in &prep.parents[i] {
+                if guarded && !beneath(root, dir) {
+                    die(Stage::MakeDir, idx);
+                }
                 if libc::mkdir(dir.as_ptr(), 0o755) < 0 && errno() != libc::EEXIST {
                     die(Stage::MakeDir, idx);
                 }
+            }
+            if guarded && !beneath(root, op.dst()) {
+                die(Stage::MakeDir, idx);
             }
             match op {
                 Op::Bind { dst, dir, .. } => {
@@ -974,6 +1081,9 @@ fn child_main(prep: &mut Prepared, exec: &Exec<'_>, fds: &ChildFds) -> ! {
                     };
                     if made < 0 && errno() != libc::EEXIST {
                         die(Stage::MakeDir, idx);
+                    }
+                    if guarded && !beneath(root, dst) {
+                        die(Stage::AttachTree, idx);
                     }
                     let fd = prep.tree_fds[slot];
                     slot += 1;
@@ -1038,6 +1148,52 @@ fn child_main(prep: &mut Prepared, exec: &Exec<'_>, fds: &ChildFds) -> ! {
                         Stage::Proc,
                         idx,
                     );
+                    // The step's task limit, in its own pid namespace (this /proc is its).
+                    if let Some(value) = &prep.pid_max {
+                        let fd = libc::open(
+                            c"proc/sys/kernel/pid_max".as_ptr(),
+                            libc::O_WRONLY | libc::O_CLOEXEC,
+                        );
+                        let len = value.as_bytes().len();
+                        if fd < 0 || libc::write(fd, value.as_ptr().cast(), len) != len as isize {
+                            die(Stage::Limits, NONE);
+                        }
+                        libc::close(fd);
+                    }
+                    // Host-wide knobs under /proc stay read-only: the sandbox user is the
+                    // host's uid 0 when root runs ci-intel, and /proc/sys checks only the
+                    // uid. (Landlock refuses writes there too, where the kernel has it.)
+                    for path in &prep.proc_read_only {
+                        if libc::mount(
+                            path.as_ptr(),
+                            path.as_ptr(),
+                            std::ptr::null(),
+                            libc::MS_BIND | libc::MS_REC,
+                            std::ptr::null(),
+                        ) < 0
+                        {
+                            if errno() == libc::ENOENT {
+                                continue;
+                            }
+                            die(Stage::Proc, idx);
+                        }
+                        check(
+                            libc::mount(
+                                std::ptr::null(),
+                                path.as_ptr(),
+                                std::ptr::null(),
+                                libc::MS_REMOUNT
+                                    | libc::MS_BIND
+                                    | libc::MS_RDONLY
+                                    | libc::MS_NOSUID
+                                    | libc::MS_NODEV
+                                    | libc::MS_NOEXEC,
+                                std::ptr::null(),
+                            ) as libc::c_long,
+                            Stage::Proc,
+                            idx,
+                        );
+                    }
                 }
                 Op::Devpts { dst } => {
                     if libc::mkdir(dst.as_ptr(), 0o755) < 0 && errno() != libc::EEXIST {
@@ -1058,18 +1214,7 @@ fn child_main(prep: &mut Prepared, exec: &Exec<'_>, fds: &ChildFds) -> ! {
             }
         }
 
-        // The step's task limit, in its own pid namespace (the fresh /proc is its).
-        if let Some(value) = &prep.pid_max {
-            let fd = libc::open(
-                c"proc/sys/kernel/pid_max".as_ptr(),
-                libc::O_WRONLY | libc::O_CLOEXEC,
-            );
-            let len = value.as_bytes().len();
-            if fd < 0 || libc::write(fd, value.as_ptr().cast(), len) != len as isize {
-                die(Stage::Limits, NONE);
-            }
-            libc::close(fd);
-        }
+        libc::close(root);
 
         // Into the new root; the old one is detached and gone.
         check(

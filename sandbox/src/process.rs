@@ -604,6 +604,12 @@ impl Child {
         })
     }
 
+    /// Whether the sandbox has cgroups, which are removed only when the handle is reaped
+    /// or dropped.
+    pub fn has_cgroup(&self) -> bool {
+        self._cgroup.is_some()
+    }
+
     /// Sends `signal` to every process in the group.
     pub fn signal_group(&self, signal: Signal) -> io::Result<()> {
         match killpg(self.pid, signal) {

@@ -290,3 +290,30 @@ async fn proxy_mode_hands_out_the_port_and_nothing_else_connects() {
     assert_eq!(lines[0], "proxied!");
     assert!(lines[1].contains("Failed to connect"), "{out}");
 }
+
+#[tokio::test]
+async fn a_symbolic_link_in_a_writable_path_cannot_steer_mount_points_out_of_the_sandbox() {
+    // A previous step left `cache/x -> <host dir>` in a writable host path; this step binds
+    // something beneath `cache/x`. Building the mount point must not create anything in the
+    // host directory the link points to.
+    let dir = tempfile::tempdir().unwrap();
+    let host = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    std::os::unix::fs::symlink(host.path(), cache.join("x")).unwrap();
+    let iso = Isolation::builder()
+        .rw(&cache)
+        .ro_at("/usr/bin", cache.join("x/y/bin"))
+        .network(NetworkMode::Deny)
+        .build();
+    let (_r, w) = pipe();
+    let err = spawn(&policy(iso, Path::new("/")), &sh("true"), w, None).unwrap_err();
+    let msg = chain(&err);
+    assert!(msg.contains("creating a mount point"), "{msg}");
+    assert!(msg.contains("Too many levels of symbolic links"), "{msg}");
+    assert_eq!(
+        std::fs::read_dir(host.path()).unwrap().count(),
+        0,
+        "something was created through the link"
+    );
+}
