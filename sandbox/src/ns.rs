@@ -521,16 +521,16 @@ impl Prepared {
             cgroup,
             cgroup_tasks,
             payload_stack: vec![0; 64 * 1024],
-            proc_read_only: [
-                "proc/sys",
-                "proc/sysrq-trigger",
-                "proc/irq",
-                "proc/bus",
-                "proc/fs",
-            ]
-            .iter()
-            .map(|p| cstr(p.as_bytes()))
-            .collect(),
+            // Only the host's uid 0 may write these without capabilities; as anyone else the
+            // sandbox user cannot, and the binds are skipped.
+            proc_read_only: if uid == 0 {
+                ["proc/sys", "proc/sysrq-trigger", "proc/irq"]
+                    .iter()
+                    .map(|p| cstr(p.as_bytes()))
+                    .collect()
+            } else {
+                Vec::new()
+            },
             pid_max: pid_max.map(|v| cstr(v.to_string().as_bytes())),
             read_only_after,
             op_paths,
