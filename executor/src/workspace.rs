@@ -856,7 +856,10 @@ impl Staging {
             .collect::<Result<Vec<_>, _>>()?;
 
         remove_any(&staging_dir).map_err(|(path, source)| StagingError::Remove { path, source })?;
-        create_dir_all(&staging_dir)?;
+        // Nothing to stage, nothing to create.
+        if !outputs.is_empty() {
+            create_dir_all(&staging_dir)?;
+        }
 
         let mut binds = Vec::new();
         for o in &outputs {

@@ -305,15 +305,7 @@ const RESERVED: &[(&str, &str)] = &[
 impl Layout {
     /// Lays out `isolation` on this host, with `cwd` existing (empty unless bound).
     pub(crate) fn new(isolation: &Isolation, cwd: &Path) -> Result<Layout, LayoutError> {
-        let mut entries = Vec::new();
-        for dir in SYSTEM_DIRS {
-            if let Some(entry) = host_entry(Path::new(dir), false) {
-                entries.push(entry);
-            }
-        }
-        for path in SYSTEM_ETC {
-            entries.extend(etc_entry(Path::new(path)));
-        }
+        let mut entries = system_entries().to_vec();
         let files: [(&str, String); 4] = [
             (
                 "/etc/passwd",
@@ -411,30 +403,35 @@ fn absolute(path: &Path) -> Result<PathBuf, LayoutError> {
     Ok(clean)
 }
 
+/// The system part of every layout: read once per process, since a run does not change
+/// the host's `/usr` or `/etc` under itself.
+fn system_entries() -> &'static [Entry] {
+    static SYSTEM: std::sync::OnceLock<Vec<Entry>> = std::sync::OnceLock::new();
+    SYSTEM.get_or_init(|| {
+        let dirs = SYSTEM_DIRS
+            .iter()
+            .filter_map(|dir| host_entry(Path::new(dir), false));
+        let etc = SYSTEM_ETC.iter().filter_map(|p| etc_entry(Path::new(p)));
+        dirs.chain(etc).collect()
+    })
+}
+
 /// Small regular files of `/etc` are copied into the root instead of bound: a write into
 /// the new root costs far less than a mount.
 const COPY_UP_TO: u64 = 256 * 1024;
 
-/// An `/etc` entry: a small file is copied (once per process: these files change only
-/// when packages are installed), anything else is as [`host_entry`] makes it.
+/// An `/etc` entry: a small file is copied, anything else is as [`host_entry`] makes it.
 fn etc_entry(path: &Path) -> Option<Entry> {
-    use std::collections::HashMap;
-    use std::sync::{Mutex, OnceLock};
-    static COPIES: OnceLock<Mutex<HashMap<PathBuf, Option<Vec<u8>>>>> = OnceLock::new();
-    let mut copies = COPIES.get_or_init(Default::default).lock().ok()?;
-    let copy = copies.entry(path.to_path_buf()).or_insert_with(|| {
-        let meta = std::fs::symlink_metadata(path).ok()?;
-        (meta.is_file() && meta.len() <= COPY_UP_TO)
-            .then(|| std::fs::read(path).ok())
-            .flatten()
-    });
-    match copy {
-        Some(contents) => Some(Entry::File {
-            path: path.to_path_buf(),
-            contents: contents.clone(),
-        }),
-        None => host_entry(path, false),
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    if meta.is_file() && meta.len() <= COPY_UP_TO {
+        if let Ok(contents) = std::fs::read(path) {
+            return Some(Entry::File {
+                path: path.to_path_buf(),
+                contents,
+            });
+        }
     }
+    host_entry(path, false)
 }
 
 /// A system path as an entry: a symlink stays a symlink, anything else is a read-only bind.
