@@ -163,11 +163,7 @@ impl Execute for ProcessExecutor {
         let policy = match policy {
             Ok((p, _)) => p,
             Err(message) => {
-                out.note(&message).map_err(log_err)?;
-                out.finish().map_err(log_err)?;
-                outcome.message = Some(message);
-                outcome.duration = start.elapsed();
-                return Ok(outcome);
+                return stop_before_start(&mut out, outcome, message, start, log_err);
             }
         };
         let findings = sweep_action(&action);
@@ -178,11 +174,7 @@ impl Execute for ProcessExecutor {
                 let message = format!(
                     "secret sweep: {what}; declare it in `secrets` (or set `secret_scan = \"warn\"`)"
                 );
-                out.note(&message).map_err(log_err)?;
-                out.finish().map_err(log_err)?;
-                outcome.message = Some(message);
-                outcome.duration = start.elapsed();
-                return Ok(outcome);
+                return stop_before_start(&mut out, outcome, message, start, log_err);
             }
             out.note(&format!("warning: secret sweep: {what}"))
                 .map_err(log_err)?;
@@ -198,11 +190,7 @@ impl Execute for ProcessExecutor {
             Some(sb) => match isolate(policy, &action, sb, &mut out) {
                 Ok(v) => v,
                 Err(message) => {
-                    out.note(&message).map_err(log_err)?;
-                    out.finish().map_err(log_err)?;
-                    outcome.message = Some(message);
-                    outcome.duration = start.elapsed();
-                    return Ok(outcome);
+                    return stop_before_start(&mut out, outcome, message, start, log_err);
                 }
             },
         };
@@ -402,6 +390,21 @@ impl Execute for ProcessExecutor {
         };
         Ok(outcome)
     }
+}
+
+/// Ends an attempt that never started: the reason in the log and in the outcome.
+fn stop_before_start(
+    out: &mut OutputProcessor<'_>,
+    mut outcome: Outcome,
+    message: String,
+    start: Instant,
+    log_err: impl Fn(std::io::Error) -> ExecuteError,
+) -> Result<Outcome, ExecuteError> {
+    out.note(&message).map_err(&log_err)?;
+    out.finish().map_err(&log_err)?;
+    outcome.message = Some(message);
+    outcome.duration = start.elapsed();
+    Ok(outcome)
 }
 
 /// The runtime secret sweep over what the step declares: its env and passed variables.

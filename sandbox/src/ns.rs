@@ -831,6 +831,28 @@ unsafe fn send(report: Report, fd: Option<RawFd>) {
     }
 }
 
+/// Remounts the mount at `path` read-only, nosuid, nodev, plus `extra` flags.
+///
+/// # Safety
+/// A system call only.
+unsafe fn remount_read_only(path: &std::ffi::CStr, extra: libc::c_ulong) -> libc::c_int {
+    // SAFETY: valid C strings and null pointers where the call allows them.
+    unsafe {
+        libc::mount(
+            std::ptr::null(),
+            path.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REMOUNT
+                | libc::MS_BIND
+                | libc::MS_RDONLY
+                | libc::MS_NOSUID
+                | libc::MS_NODEV
+                | extra,
+            std::ptr::null(),
+        )
+    }
+}
+
 #[repr(C)]
 struct OpenHow {
     flags: u64,
@@ -942,16 +964,7 @@ fn child_main(prep: &mut Prepared, exec: &Exec<'_>, fds: &ChildFds) -> ! {
         }
 
         // The orchestrator's handlers must not run here.
-        for sig in 1..=libc::SIGRTMAX() {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            if libc::sigaction(sig, std::ptr::null(), &mut sa) == 0
-                && sa.sa_sigaction != libc::SIG_DFL
-            {
-                sa.sa_sigaction = libc::SIG_DFL;
-                sa.sa_flags = 0;
-                libc::sigaction(sig, &sa, std::ptr::null_mut());
-            }
-        }
+        crate::process::reset_signal_handlers();
         if libc::setsid() < 0 || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) < 0 {
             die(Stage::Descriptors, NONE);
         }
@@ -1178,18 +1191,7 @@ fn child_main(prep: &mut Prepared, exec: &Exec<'_>, fds: &ChildFds) -> ! {
                             die(Stage::Proc, idx);
                         }
                         check(
-                            libc::mount(
-                                std::ptr::null(),
-                                path.as_ptr(),
-                                std::ptr::null(),
-                                libc::MS_REMOUNT
-                                    | libc::MS_BIND
-                                    | libc::MS_RDONLY
-                                    | libc::MS_NOSUID
-                                    | libc::MS_NODEV
-                                    | libc::MS_NOEXEC,
-                                std::ptr::null(),
-                            ) as libc::c_long,
+                            remount_read_only(path, libc::MS_NOEXEC) as libc::c_long,
                             Stage::Proc,
                             idx,
                         );
@@ -1235,17 +1237,7 @@ fn child_main(prep: &mut Prepared, exec: &Exec<'_>, fds: &ChildFds) -> ! {
         // The root, then each directory made of its own tmpfs.
         for path in &prep.read_only_after {
             check(
-                libc::mount(
-                    std::ptr::null(),
-                    path.as_ptr(),
-                    std::ptr::null(),
-                    libc::MS_REMOUNT
-                        | libc::MS_BIND
-                        | libc::MS_RDONLY
-                        | libc::MS_NOSUID
-                        | libc::MS_NODEV,
-                    std::ptr::null(),
-                ) as libc::c_long,
+                remount_read_only(path, 0) as libc::c_long,
                 Stage::ReadOnlyRoot,
                 NONE,
             );

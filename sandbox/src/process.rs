@@ -442,18 +442,8 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             req.errno = *libc::__errno_location();
             libc::_exit(127)
         };
-        // Handlers of the orchestrator must not run here; ignored signals (SIGPIPE) get
-        // their default back, as for any freshly started program.
-        for sig in 1..=libc::SIGRTMAX() {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            if libc::sigaction(sig, std::ptr::null(), &mut sa) == 0
-                && sa.sa_sigaction != libc::SIG_DFL
-            {
-                sa.sa_sigaction = libc::SIG_DFL;
-                sa.sa_flags = 0;
-                libc::sigaction(sig, &sa, std::ptr::null_mut());
-            }
-        }
+        // Handlers of the orchestrator must not run here.
+        reset_signal_handlers();
         if libc::setsid() < 0 || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) < 0 {
             fail(req);
         }
@@ -480,6 +470,28 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         libc::pthread_sigmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
         libc::execve(req.path, req.argv, req.envp);
         fail(req)
+    }
+}
+
+/// Puts every signal's disposition back to the default: the orchestrator's handlers must
+/// not run in a child, and ignored signals (SIGPIPE) get their default back, as for any
+/// freshly started program. Async-signal-safe.
+///
+/// # Safety
+/// System calls only; for a child between clone and exec.
+pub(crate) unsafe fn reset_signal_handlers() {
+    // SAFETY: sigaction with valid pointers.
+    unsafe {
+        for sig in 1..=libc::SIGRTMAX() {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, std::ptr::null(), &mut sa) == 0
+                && sa.sa_sigaction != libc::SIG_DFL
+            {
+                sa.sa_sigaction = libc::SIG_DFL;
+                sa.sa_flags = 0;
+                libc::sigaction(sig, &sa, std::ptr::null_mut());
+            }
+        }
     }
 }
 
