@@ -580,3 +580,42 @@ fn exec_passes_the_command_status_through_and_reserves_its_own_codes() {
     ]);
     assert_eq!(env.stdout, "1 /home/ci UTC ci-intel\n", "{}", env.shown);
 }
+
+#[test]
+fn exec_passes_a_secret_by_name_and_redacts_it_in_every_form() {
+    let w = Workdir::new();
+    let mut cmd = w.command(&[
+        "exec",
+        "--secret",
+        "CI_INTEL_TEST_SECRET",
+        "--",
+        "sh",
+        "-c",
+        "echo plain=$CI_INTEL_TEST_SECRET; printf %s \"$CI_INTEL_TEST_SECRET\" | base64; \
+         echo err=$CI_INTEL_TEST_SECRET >&2",
+    ]);
+    cmd.env("CI_INTEL_TEST_SECRET", "s3cr3t-Value-42");
+    let run = w.run_command(cmd);
+    assert_eq!(run.code, Some(0), "{}", run.shown);
+    assert!(!run.shown.contains("s3cr3t-Value-42"), "{}", run.shown);
+    assert!(
+        !run.shown.contains("czNjcjN0LVZhbHVlLTQy"),
+        "base64 leaked: {}",
+        run.shown
+    );
+    assert_eq!(
+        run.stdout.lines().next(),
+        Some("plain=***"),
+        "{}",
+        run.shown
+    );
+    assert_eq!(run.stderr.trim(), "err=***", "{}", run.shown);
+    let unset = w.run(&[
+        "exec",
+        "--secret",
+        "CI_INTEL_TEST_UNSET_SECRET",
+        "--",
+        "true",
+    ]);
+    assert_eq!(unset.code, Some(2), "{}", unset.shown);
+}
