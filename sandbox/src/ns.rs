@@ -1,7 +1,7 @@
 //! The isolated spawn: one `clone3` into new namespaces, a fresh root, and a tiny pid 1.
 //!
 //! Everything is prepared in the orchestrator ([`Prepared`]): paths as C strings, the mount
-//! steps in order, the Landlock rules, the compiled seccomp filters. The child is a copy of
+//! steps in order, the Landlock rules, the seccomp program. The child is a copy of
 //! the orchestrator (fork semantics, no shared memory) whose other threads did not come
 //! along, so it must not allocate: it only walks the prepared data and makes system calls.
 //! See docs/sandbox.md for the sequence and the reserved exit codes.
