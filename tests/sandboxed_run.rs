@@ -248,3 +248,18 @@ fn a_step_can_run_from_a_root_under_dev_shm() {
         "{stdout}"
     );
 }
+
+#[test]
+fn a_sandbox_that_cannot_be_built_fails_the_step_and_says_how_to_fix_it() {
+    let plan = "version = 1\n\n[steps.a]\nrun = \"true\"\nsandbox = { read = [\"/nonexistent/ci-intel-sdk\"] }\n";
+    let (_dir, r) = run_plan(plan, &[], &[]);
+    assert_eq!(r.code, Some(1), "{}", show(&r));
+    assert!(
+        r.stdout
+            .contains("sandbox path /nonexistent/ci-intel-sdk does not exist"),
+        "{}",
+        show(&r)
+    );
+    assert!(r.stdout.contains("`ci-intel doctor`"), "{}", show(&r));
+    assert!(r.stdout.contains("exit code 125"), "{}", show(&r));
+}

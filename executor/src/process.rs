@@ -237,12 +237,12 @@ impl Execute for ProcessExecutor {
                     message.push_str(&format!(": {c}"));
                     src = c.source();
                 }
-                out.note(&message).map_err(log_err)?;
-                out.finish().map_err(log_err)?;
+                message.push_str(
+                    " (`ci-intel doctor` says what this host lacks and how to fix it; \
+                     `sandbox = false` or --no-sandbox runs a step without the sandbox)",
+                );
                 outcome.exit_code = Some(ci_intel_sandbox::EXIT_SETUP_FAILED);
-                outcome.message = Some(message);
-                outcome.duration = start.elapsed();
-                return Ok(outcome);
+                return stop_before_start(&mut out, outcome, message, start, log_err);
             }
             Err(e) => return Err(ExecuteError::Spawn(e)),
         };
