@@ -47,21 +47,26 @@ struct NetPortAttr {
     port: u64,
 }
 
-/// The kernel's Landlock ABI version, 0 when Landlock is unavailable.
+/// Asks the kernel for its Landlock ABI version; the error says why there is none
+/// (`ENOSYS`: not built in; `EOPNOTSUPP`: built in but not enabled).
+pub(crate) fn query_abi() -> std::io::Result<u32> {
+    // SAFETY: the VERSION query takes no attribute and returns a number or -1; it creates
+    // nothing.
+    let v = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<RulesetAttr>(),
+            0usize,
+            CREATE_RULESET_VERSION,
+        )
+    };
+    u32::try_from(v).map_err(|_| std::io::Error::last_os_error())
+}
+
+/// The kernel's Landlock ABI version, 0 when Landlock is unavailable (queried once).
 pub(crate) fn abi() -> u32 {
     static ABI: OnceLock<u32> = OnceLock::new();
-    *ABI.get_or_init(|| {
-        // SAFETY: the VERSION query takes no attribute and returns a number or -1.
-        let v = unsafe {
-            libc::syscall(
-                libc::SYS_landlock_create_ruleset,
-                std::ptr::null::<RulesetAttr>(),
-                0usize,
-                CREATE_RULESET_VERSION,
-            )
-        };
-        u32::try_from(v).unwrap_or(0)
-    })
+    *ABI.get_or_init(|| query_abi().unwrap_or(0))
 }
 
 /// Every file-system right the ABI knows.

@@ -128,26 +128,13 @@ fn ns_probe(extra: libc::c_int, what: &str) -> Found {
 }
 
 fn landlock_probe() -> Found {
-    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
-    // SAFETY: with a null attribute, size 0 and the VERSION flag, the call only returns the
-    // highest ABI the kernel supports (or an error); it creates nothing.
-    let abi = unsafe {
-        libc::syscall(
-            libc::SYS_landlock_create_ruleset,
-            std::ptr::null::<libc::c_void>(),
-            0usize,
-            LANDLOCK_CREATE_RULESET_VERSION,
-        )
+    let e = match crate::landlock::query_abi() {
+        Ok(abi) if abi > 0 => {
+            return (true, Some(abi), format!("Landlock ABI {abi}"), None);
+        }
+        Ok(_) => io::Error::from_raw_os_error(libc::EOPNOTSUPP),
+        Err(e) => e,
     };
-    if abi > 0 {
-        return (
-            true,
-            u32::try_from(abi).ok(),
-            format!("Landlock ABI {abi}"),
-            None,
-        );
-    }
-    let e = io::Error::last_os_error();
     let (detail, fix) = match e.raw_os_error() {
         Some(libc::ENOSYS) => (
             "the kernel has no Landlock (before 5.13, or built without it)",
