@@ -30,8 +30,8 @@ fn fail(code: u8, message: String, hint: Option<&str>) -> Outcome {
     }))
 }
 
-/// The environment every sandboxed command gets, before `--env` and secrets.
-pub(crate) fn sandbox_env(cwd: &Path) -> Vec<(String, String)> {
+/// The determinism set every command gets, before the sandbox's own and `--env`.
+fn fixed_env(cwd: &Path) -> Vec<(String, String)> {
     let sde = std::env::var("SOURCE_DATE_EPOCH")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -45,33 +45,11 @@ pub(crate) fn sandbox_env(cwd: &Path) -> Vec<(String, String)> {
         source_date_epoch: sde,
         ..FixedEnv::default()
     };
-    let mut env: Vec<(String, String)> = fixed
+    fixed
         .vars()
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
-        .collect();
-    for (k, v) in [
-        ("HOME", ci_intel_sandbox::HOME),
-        ("USER", "ci"),
-        ("LOGNAME", "ci"),
-        ("HOSTNAME", ci_intel_sandbox::HOSTNAME),
-    ] {
-        env.push((k.into(), v.into()));
-    }
-    env
-}
-
-/// The proxy variables of a step whose egress goes through the allowlist proxy.
-pub(crate) fn proxy_env() -> Vec<(String, String)> {
-    let url = format!("http://127.0.0.1:{}", ci_intel_sandbox::PROXY_PORT);
-    let mut env = Vec::new();
-    for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
-        env.push((name.to_string(), url.clone()));
-    }
-    for name in ["NO_PROXY", "no_proxy"] {
-        env.push((name.to_string(), "localhost,127.0.0.1,::1".to_string()));
-    }
-    env
+        .collect()
 }
 
 /// Whether `dir` or a parent has `.git` (cheap: a few `stat`s, no process).
@@ -140,14 +118,31 @@ pub(crate) fn exec(args: ExecArgs) -> Outcome {
         }
     }
 
+    let defaults = Limits::default();
+    let limits = Limits {
+        memory: args.memory,
+        pids: args.pids.unwrap_or(defaults.pids),
+        nofile: args.nofile.unwrap_or(defaults.nofile),
+        tmpfs: args.tmpfs_size.unwrap_or(defaults.tmpfs),
+    };
+    let mut iso = Isolation::builder().limits(limits);
+    for p in &args.ro {
+        iso = iso.ro(absolute(p, &cwd));
+    }
+    for p in &args.rw {
+        iso = iso.rw(absolute(p, &cwd));
+    }
+    for p in &args.tmpfs {
+        iso = iso.tmpfs(absolute(p, &cwd));
+    }
+    let isolation = iso.network(mode).build();
+    // The determinism set, then what every sandbox gets, then the caller's variables.
     let mut policy = Policy::new(&cwd);
-    for (k, v) in sandbox_env(&cwd) {
+    for (k, v) in fixed_env(&cwd) {
         policy = policy.env(k, v);
     }
-    if mode == NetworkMode::Proxy {
-        for (k, v) in proxy_env() {
-            policy = policy.env(k, v);
-        }
+    for (k, v) in isolation.env() {
+        policy = policy.env(k, v);
     }
     for kv in &args.env {
         let Some((k, v)) = kv.split_once('=').filter(|(k, _)| !k.is_empty()) else {
@@ -171,24 +166,7 @@ pub(crate) fn exec(args: ExecArgs) -> Outcome {
         secret_values.push(value.clone());
         policy = policy.env(name, value);
     }
-    let defaults = Limits::default();
-    let limits = Limits {
-        memory: args.memory,
-        pids: args.pids.unwrap_or(defaults.pids),
-        nofile: args.nofile.unwrap_or(defaults.nofile),
-        tmpfs: args.tmpfs_size.unwrap_or(defaults.tmpfs),
-    };
-    let mut iso = Isolation::builder().limits(limits);
-    for p in &args.ro {
-        iso = iso.ro(absolute(p, &cwd));
-    }
-    for p in &args.rw {
-        iso = iso.rw(absolute(p, &cwd));
-    }
-    for p in &args.tmpfs {
-        iso = iso.tmpfs(absolute(p, &cwd));
-    }
-    let policy = policy.isolate(iso.network(mode).build());
+    let policy = policy.isolate(isolation);
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -514,33 +514,16 @@ fn isolate(
             Some(Allowlist::parse(list).map_err(|e| format!("network allowlist: {e}"))?),
         ),
     };
+    let isolation = iso.network(mode).build();
     // The private home, unless the plan asks for the host's by name.
     let declared =
         |name: &str| action.env.contains_key(name) || action.pass_env.iter().any(|n| n == name);
-    let mut policy = policy.env("HOSTNAME", ci_intel_sandbox::HOSTNAME);
-    for (name, value) in [
-        ("HOME", ci_intel_sandbox::HOME),
-        ("USER", "ci"),
-        ("LOGNAME", "ci"),
-    ] {
-        if !declared(name) {
-            policy = policy.env(name, value);
-        }
-    }
-    if mode == NetworkMode::Proxy {
-        let url = format!("http://127.0.0.1:{}", ci_intel_sandbox::PROXY_PORT);
-        for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
-            policy = policy.env(name, &url);
-        }
-        for name in ["NO_PROXY", "no_proxy"] {
-            policy = policy.env(name, "localhost,127.0.0.1,::1");
-        }
-    }
-    Ok((
-        policy.isolate(iso.network(mode).build()),
-        Some(staging),
-        allow,
-    ))
+    let policy = isolation
+        .env()
+        .into_iter()
+        .filter(|(name, _)| !matches!(*name, "HOME" | "USER" | "LOGNAME") || !declared(name))
+        .fold(policy, |p, (k, v)| p.env(k, v));
+    Ok((policy.isolate(isolation), Some(staging), allow))
 }
 
 fn signal(child: &Child, sig: Signal) {

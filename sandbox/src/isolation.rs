@@ -135,6 +135,28 @@ impl Isolation {
     pub fn limits(&self) -> Limits {
         self.limits
     }
+
+    /// The variables a process isolated this way is given, whoever starts it: `HOME` (the
+    /// private one), `USER`, `LOGNAME`, `HOSTNAME`, and in proxy mode `HTTP(S)_PROXY` and
+    /// `NO_PROXY`, both spellings.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let mut env = vec![
+            ("HOME", HOME.to_string()),
+            ("USER", "ci".to_string()),
+            ("LOGNAME", "ci".to_string()),
+            ("HOSTNAME", HOSTNAME.to_string()),
+        ];
+        if self.network == NetworkMode::Proxy {
+            let url = format!("http://127.0.0.1:{PROXY_PORT}");
+            for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+                env.push((name, url.clone()));
+            }
+            for name in ["NO_PROXY", "no_proxy"] {
+                env.push((name, "localhost,127.0.0.1,::1".to_string()));
+            }
+        }
+        env
+    }
 }
 
 impl<N> IsolationBuilder<N> {
@@ -542,6 +564,24 @@ mod tests {
             !l.entries.iter().any(|e| matches!(e, Entry::Dir { .. })),
             "cwd is bound"
         );
+    }
+
+    #[test]
+    fn the_sandbox_env_names_the_private_home_and_the_proxy_only_in_proxy_mode() {
+        let names = |mode| {
+            let iso = Isolation::builder().network(mode).build();
+            iso.env().into_iter().map(|(k, _)| k).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(NetworkMode::Deny),
+            ["HOME", "USER", "LOGNAME", "HOSTNAME"]
+        );
+        let proxy = Isolation::builder()
+            .network(NetworkMode::Proxy)
+            .build()
+            .env();
+        assert!(proxy.contains(&("HTTPS_PROXY", "http://127.0.0.1:3128".to_string())));
+        assert!(proxy.contains(&("HOME", "/home/ci".to_string())));
     }
 
     #[test]
