@@ -87,11 +87,9 @@ pub struct ActionSandbox {
     pub outputs: Vec<String>,
     /// Absolute paths of the declared outputs of the steps this one needs.
     pub needs_outputs: Vec<PathBuf>,
-    /// Paths never visible as inputs: every step's outputs, the state directory (shared by
-    /// every action of a run).
-    pub exclude: std::sync::Arc<[PathBuf]>,
-    /// Paths under the root the step gets whole (`read`/`write`), not walked for inputs.
-    pub unwalked: Vec<PathBuf>,
+    /// Paths never visible as inputs: every step's outputs, the state directory (built
+    /// once per run, shared by every action).
+    pub exclude: std::sync::Arc<crate::Exclusions>,
     /// Extra host paths visible read-only (`/abs`, `~/x` or `$VAR/x`).
     pub read: Vec<String>,
     /// Extra host paths visible read-write.

@@ -36,7 +36,8 @@ pub use secrets::{
     sweep,
 };
 pub use workspace::{
-    CollectError, InputGlobs, InputsError, Staging, StagingError, VisibleInputs, visible_inputs,
+    CollectError, Exclusions, InputGlobs, InputsError, Staging, StagingError, VisibleInputs,
+    visible_inputs, visible_inputs_excluding,
 };
 
 use std::future::Future;

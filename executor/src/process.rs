@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use crate::action::{Action, ActionSandbox, FixedEnv, NetworkAccess, Outcome, SecretScan, Status};
 use crate::cancel::{Cancel, CancelLevel};
 use crate::output::{OutputProcessor, OutputSink, command_not_found};
-use crate::workspace::{Staging, visible_inputs};
+use crate::workspace::{Exclusions, Staging, visible_inputs_excluding};
 use crate::{Execute, ExecuteError};
 
 /// Settings of a [`ProcessExecutor`].
@@ -479,8 +479,19 @@ fn isolate(
     sb: &ActionSandbox,
     out: &mut OutputProcessor<'_>,
 ) -> Result<Isolated, String> {
-    let exclude: Vec<PathBuf> = sb.exclude.iter().chain(&sb.unwalked).cloned().collect();
-    let inputs = visible_inputs(&action.cwd, &sb.inputs, &exclude)
+    let read = sb
+        .read
+        .iter()
+        .map(|p| expand(p, &action.cwd))
+        .collect::<Result<Vec<_>, _>>()?;
+    let write = sb
+        .write
+        .iter()
+        .map(|p| expand(p, &action.cwd))
+        .collect::<Result<Vec<_>, _>>()?;
+    // What the step gets whole (a build cache under the root) is not walked for inputs.
+    let whole = Exclusions::new(&action.cwd, &[read.as_slice(), write.as_slice()].concat());
+    let inputs = visible_inputs_excluding(&action.cwd, &sb.inputs, &[&sb.exclude, &whole])
         .map_err(|e| format!("finding inputs: {e}"))?;
     for link in &inputs.skipped_symlinks {
         let _ = out.note(&format!(
@@ -497,11 +508,11 @@ fn isolate(
     for p in sb.needs_outputs.iter().filter(|p| p.exists()) {
         iso = iso.ro(p);
     }
-    for p in &sb.read {
-        iso = iso.ro(expand(p, &action.cwd)?);
+    for p in read {
+        iso = iso.ro(p);
     }
-    for p in &sb.write {
-        iso = iso.rw(expand(p, &action.cwd)?);
+    for p in write {
+        iso = iso.rw(p);
     }
     for (source, target) in staging.binds() {
         iso = iso.rw_at(source, target);

@@ -322,10 +322,53 @@ pub fn visible_inputs(
     inputs: &[String],
     exclude: &[PathBuf],
 ) -> Result<VisibleInputs, InputsError> {
+    visible_inputs_excluding(root, inputs, &[&Exclusions::new(root, exclude)])
+}
+
+/// [`visible_inputs`] with exclusions built beforehand: a run builds the plan-wide ones
+/// (every step's outputs, the state directory) once, not once per attempt.
+pub fn visible_inputs_excluding(
+    root: &Path,
+    inputs: &[String],
+    exclusions: &[&Exclusions],
+) -> Result<VisibleInputs, InputsError> {
     let globs = InputGlobs::new(inputs)?;
-    let mut walker = Walker::new(root, &globs, exclude)?;
+    let mut walker = Walker::new(root, &globs, exclusions)?;
     walker.run()?;
     Ok(walker.finish())
+}
+
+/// Paths never visible as inputs, relative to a root, with their ancestors (a directory
+/// with an excluded path beneath is never bound whole).
+#[derive(Clone, Debug, Default)]
+pub struct Exclusions {
+    excluded: HashSet<PathBuf>,
+    ancestors: HashSet<PathBuf>,
+}
+
+impl Exclusions {
+    /// The exclusions of `paths` (absolute, or relative to `root`); paths outside the root
+    /// are ignored. A root that cannot be resolved is taken as written.
+    pub fn new(root: &Path, paths: &[PathBuf]) -> Exclusions {
+        let root = normalize(&std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf()));
+        let canonical_root = fs::canonicalize(&root).unwrap_or_else(|_| root.clone());
+        let mut x = Exclusions::default();
+        for e in paths {
+            let e = normalize(&root.join(e));
+            let Some(rel) = e
+                .strip_prefix(&root)
+                .or_else(|_| e.strip_prefix(&canonical_root))
+                .ok()
+            else {
+                continue;
+            };
+            for a in rel.ancestors().skip(1) {
+                x.ancestors.insert(a.to_path_buf());
+            }
+            x.excluded.insert(rel.to_path_buf());
+        }
+        x
+    }
 }
 
 /// The state of a walk over the root for [`visible_inputs`].
@@ -337,10 +380,8 @@ struct Walker<'a> {
     canonical_root: PathBuf,
     /// What to match.
     globs: &'a InputGlobs,
-    /// Excluded paths, relative to the root.
-    excluded: HashSet<PathBuf>,
-    /// Every proper ancestor of an excluded path, relative (the root is the empty path).
-    exclude_ancestors: HashSet<PathBuf>,
+    /// Excluded paths, relative to the root, with their ancestors.
+    exclusions: &'a [&'a Exclusions],
     /// Paths found so far.
     paths: Vec<PathBuf>,
     /// Symbolic links skipped so far.
@@ -361,41 +402,38 @@ struct DirState {
 }
 
 impl<'a> Walker<'a> {
-    /// A walk of `root` for `globs`, skipping `exclude`.
-    fn new(root: &Path, globs: &'a InputGlobs, exclude: &[PathBuf]) -> Result<Self, InputsError> {
+    /// A walk of `root` for `globs`, skipping `exclusions`.
+    fn new(
+        root: &Path,
+        globs: &'a InputGlobs,
+        exclusions: &'a [&'a Exclusions],
+    ) -> Result<Self, InputsError> {
         let read_error = |source| InputsError::Read {
             path: root.to_path_buf(),
             source,
         };
         let root = normalize(&std::path::absolute(root).map_err(read_error)?);
         let canonical_root = fs::canonicalize(&root).map_err(read_error)?;
-        let mut excluded = HashSet::new();
-        let mut exclude_ancestors = HashSet::new();
-        for e in exclude {
-            let e = normalize(&root.join(e));
-            let Some(rel) = e
-                .strip_prefix(&root)
-                .or_else(|_| e.strip_prefix(&canonical_root))
-                .ok()
-            else {
-                continue;
-            };
-            for a in rel.ancestors().skip(1) {
-                exclude_ancestors.insert(a.to_path_buf());
-            }
-            excluded.insert(rel.to_path_buf());
-        }
         Ok(Self {
             root,
             canonical_root,
             globs,
-            excluded,
-            exclude_ancestors,
+            exclusions,
             paths: Vec::new(),
             skipped: Vec::new(),
             #[cfg(test)]
             dirs_read: Vec::new(),
         })
+    }
+
+    /// Whether `rel` itself is excluded.
+    fn excluded(&self, rel: &Path) -> bool {
+        self.exclusions.iter().any(|x| x.excluded.contains(rel))
+    }
+
+    /// Whether an excluded path lies beneath `rel`.
+    fn excludes_beneath(&self, rel: &Path) -> bool {
+        self.exclusions.iter().any(|x| x.ancestors.contains(rel))
     }
 
     /// The host path of `rel`.
@@ -415,7 +453,7 @@ impl<'a> Walker<'a> {
 
     /// Walks from every literal prefix.
     fn run(&mut self) -> Result<(), InputsError> {
-        if self.excluded.contains(Path::new("")) {
+        if self.excluded(Path::new("")) {
             return Ok(());
         }
         for start in self.globs.walk_starts() {
@@ -442,7 +480,7 @@ impl<'a> Walker<'a> {
         let mut rel = PathBuf::new();
         for (i, c) in prefix.iter().enumerate() {
             rel.push(c);
-            if self.excluded.contains(&rel) {
+            if self.excluded(&rel) {
                 return Ok(());
             }
             let meta = match fs::symlink_metadata(self.host(&rel)) {
@@ -475,7 +513,7 @@ impl<'a> Walker<'a> {
     /// directory is (then the caller decides whether to push it or its parent).
     fn walk_dir(&mut self, rel: &Path) -> Result<DirState, InputsError> {
         let start = self.paths.len();
-        let mut complete = !self.exclude_ancestors.contains(rel);
+        let mut complete = !self.excludes_beneath(rel);
         let mut matched = false;
         let mut opaque = Vec::new();
         #[cfg(test)]
@@ -493,7 +531,7 @@ impl<'a> Walker<'a> {
         for entry in entries {
             let entry = entry.map_err(self.read_error(rel))?;
             let rel_e = rel.join(entry.file_name());
-            if self.excluded.contains(&rel_e) {
+            if self.excluded(&rel_e) {
                 complete = false;
                 continue;
             }
@@ -575,7 +613,7 @@ impl<'a> Walker<'a> {
         let Ok(rel) = target.strip_prefix(&self.canonical_root) else {
             return false;
         };
-        if rel.ancestors().any(|a| self.excluded.contains(a)) {
+        if rel.ancestors().any(|a| self.excluded(a)) {
             return false;
         }
         fs::metadata(&target).is_ok_and(|m| !m.is_dir())
@@ -1482,7 +1520,9 @@ mod tests {
         assert_eq!(rel(&root, &w.finish().paths), ["src/a.c"]);
 
         let globs = InputGlobs::new(&strings(&["*.toml", "src/{x,y}/*.c"])).unwrap();
-        let mut w = Walker::new(&root, &globs, &[root.join(".ci-intel")]).unwrap();
+        let exclude = Exclusions::new(&root, &[root.join(".ci-intel")]);
+        let exclusions = [&exclude];
+        let mut w = Walker::new(&root, &globs, &exclusions).unwrap();
         w.run().unwrap();
         // The root cannot be coalesced (the state directory is in it), so no subdirectory
         // is even listed; `src` is listed for `src/{x,y}`, but not `src/sub`.

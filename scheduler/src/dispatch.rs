@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ci_intel_executor::{
-    Action, ActionSandbox, Cancel, CancelLevel, CancelSource, Execute, ExecuteError, NetworkAccess,
-    Outcome, SecretScan, Status,
+    Action, ActionSandbox, Cancel, CancelLevel, CancelSource, Exclusions, Execute, ExecuteError,
+    NetworkAccess, Outcome, SecretScan, Status,
 };
 use tokio::task::JoinSet;
 
@@ -213,7 +213,8 @@ pub async fn dispatch<E: Execute>(
     let n = plan.steps.len();
     let jobs = options.jobs.max(1);
     // What no sandboxed step may see as an input: every step's outputs, the state dir.
-    let outputs: Arc<[PathBuf]> = plan
+    // Built once: every attempt's input walk shares it.
+    let outputs: Vec<PathBuf> = plan
         .steps
         .iter()
         .flat_map(|s| {
@@ -223,6 +224,7 @@ pub async fn dispatch<E: Execute>(
         })
         .chain([options.state_dir.clone()])
         .collect();
+    let outputs = Arc::new(Exclusions::new(&plan.root, &outputs));
     let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
     let mut slots: Vec<Slot> = Vec::with_capacity(n);
     let mut ready = BinaryHeap::new();
@@ -494,7 +496,7 @@ fn action_for(
     step: &Step,
     attempt: u32,
     options: &DispatchOptions,
-    outputs: &Arc<[PathBuf]>,
+    outputs: &Arc<Exclusions>,
 ) -> Action {
     let run_dir = &options.run_dir;
     let output_path = |o: &String| plan.root.join(o.trim_end_matches('/'));
@@ -510,14 +512,6 @@ fn action_for(
                 .flat_map(|&n| plan.steps[n].outputs.iter().map(output_path))
                 .collect(),
             exclude: outputs.clone(),
-            // Paths the step gets whole (a build cache) are not walked for inputs.
-            unwalked: spec
-                .read
-                .iter()
-                .chain(&spec.write)
-                .filter(|p| !p.starts_with(['/', '~', '$']))
-                .map(|p| plan.root.join(p))
-                .collect(),
             read: spec.read.clone(),
             write: spec.write.clone(),
             network: match &spec.network {
