@@ -14,7 +14,8 @@
 //! - plain: its own session and process group, a parent-death signal, a cleared
 //!   environment built from the policy, a fixed umask and `/dev/null` as stdin;
 //! - isolated ([`Policy::isolate`] with an [`Isolation`]): one `clone3` into new user,
-//!   mount, pid, network, UTS, IPC and cgroup namespaces; a fresh read-only tmpfs root
+//!   mount, pid, UTS, IPC and cgroup namespaces, and a network namespace made in parallel
+//!   while the child builds its root; a fresh read-only tmpfs root
 //!   with only the system directories and the declared paths; a tiny pid 1 that reaps and
 //!   forwards signals; no capabilities, `no_new_privs`, Landlock rules that mirror the
 //!   mounts, a seccomp denylist, and rlimits. [`Posture::isolated`] says how much of that
