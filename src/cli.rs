@@ -19,11 +19,7 @@ pub(crate) enum Command {
     /// Check or draw a plan without running it.
     #[command(subcommand)]
     Plan(PlanCommand),
-    /// Run one command in the sandbox plan steps get, and exit with its status.
-    ///
-    /// Exit status: the command's own (128+N when killed by signal N); 2 usage error;
-    /// 3 a `--require`d layer is missing; 124 timed out; 125 the sandbox could not be set up;
-    /// 126 the command is not executable; 127 it was not found.
+    #[command(about = EXEC_ABOUT, long_about = EXEC_LONG_ABOUT)]
     Exec(ExecArgs),
     /// Show which isolation layers this host enforces.
     Doctor {
@@ -64,6 +60,26 @@ pub(crate) struct RunArgs {
     /// Seed for retry jitter (default: random).
     #[arg(long, value_name = "N")]
     pub(crate) seed: Option<u64>,
+}
+
+const EXEC_ABOUT: &str = "Run one command in the sandbox plan steps get, and exit with its status.";
+const EXEC_LONG_ABOUT: &str =
+    "Run one command in the sandbox plan steps get, and exit with its status.
+
+Exit status: the command's own (128+N when killed by signal N); 2 usage error; 3 a \
+`--require`d layer is missing; 124 timed out; 125 the sandbox could not be set up; 126 the \
+command is not executable; 127 it was not found.";
+
+/// `ci-intel exec` parsed on its own, the same as the subcommand of [`Cli`].
+///
+/// `exec` starts once per command, and building [`Cli`]'s whole tree (every subcommand's
+/// arguments) is most of what clap costs at start-up; `main` uses this when the first
+/// argument is `exec`.
+#[derive(Debug, Parser)]
+#[command(name = "exec", bin_name = "ci-intel exec", about = EXEC_ABOUT, long_about = EXEC_LONG_ABOUT)]
+pub(crate) struct ExecCli {
+    #[command(flatten)]
+    pub(crate) args: ExecArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -165,4 +181,84 @@ pub(crate) fn size_arg(s: &str) -> Result<u64, String> {
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("`{s}` is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    /// The subcommand as the whole tree builds it.
+    fn exec_in_tree() -> clap::Command {
+        let mut cli = Cli::command();
+        cli.build();
+        cli.find_subcommand("exec")
+            .expect("exec is a subcommand")
+            .clone()
+    }
+
+    #[test]
+    fn exec_parsed_alone_has_the_subcommands_help() {
+        let mut alone = ExecCli::command();
+        let mut tree = exec_in_tree();
+        assert_eq!(
+            alone.render_long_help().to_string(),
+            tree.render_long_help().to_string()
+        );
+        assert_eq!(
+            alone.render_help().to_string(),
+            tree.render_help().to_string()
+        );
+        assert_eq!(
+            alone.render_usage().to_string(),
+            tree.render_usage().to_string()
+        );
+    }
+
+    #[test]
+    fn exec_parsed_alone_reads_arguments_like_the_subcommand() {
+        let argv = [
+            "exec",
+            "--ro",
+            "/usr",
+            "--net",
+            "allow=a.test:443",
+            "--env",
+            "A=1",
+            "--pids",
+            "64",
+            "--memory",
+            "1GiB",
+            "--",
+            "sh",
+            "-c",
+            "true",
+        ];
+        let alone = ExecCli::try_parse_from(argv).expect("parses").args;
+        let Command::Exec(tree) = Cli::try_parse_from(std::iter::once("ci-intel").chain(argv))
+            .expect("parses")
+            .command
+        else {
+            panic!("not exec");
+        };
+        assert_eq!(format!("{alone:?}"), format!("{tree:?}"));
+        assert_eq!(alone.memory, Some(1 << 30));
+        assert_eq!(alone.command, ["sh", "-c", "true"]);
+    }
+
+    #[test]
+    fn exec_parsed_alone_rejects_what_the_subcommand_rejects() {
+        for argv in [
+            &["exec"][..],
+            &["exec", "--pids", "x", "--", "true"],
+            &["exec", "--bogus"],
+        ] {
+            let alone = ExecCli::try_parse_from(argv).expect_err("rejected");
+            let tree = Cli::try_parse_from(std::iter::once("ci-intel").chain(argv.iter().copied()))
+                .expect_err("rejected");
+            assert_eq!(alone.kind(), tree.kind(), "{argv:?}");
+            assert_eq!(alone.to_string(), tree.to_string(), "{argv:?}");
+        }
+    }
 }

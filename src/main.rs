@@ -27,7 +27,7 @@ use ci_intel_scheduler::{
 };
 use clap::Parser;
 
-use crate::cli::{Cli, Command, GraphFormat, PlanCommand, RunArgs};
+use crate::cli::{Cli, Command, ExecCli, GraphFormat, PlanCommand, RunArgs};
 use crate::report::Reporter;
 
 /// Documented exit codes.
@@ -74,7 +74,7 @@ impl Failure {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let command = parse_args();
     raise_nofile_limit();
     // The filter parser only when a filter is given: every `exec` pays for start-up.
     let subscriber = tracing_subscriber::fmt().with_writer(std::io::stderr);
@@ -82,7 +82,7 @@ fn main() -> ExitCode {
         Ok(filter) => subscriber.with_env_filter(filter).init(),
         Err(_) => subscriber.with_max_level(tracing::Level::WARN).init(),
     }
-    let result = match cli.command {
+    let result = match command {
         Command::Run(args) => run(args),
         Command::Plan(PlanCommand::Check { plan }) => plan_check(&plan),
         Command::Plan(PlanCommand::Graph { plan, format }) => plan_graph(&plan, format),
@@ -118,6 +118,15 @@ fn main() -> ExitCode {
 }
 
 type Outcome = anyhow::Result<Result<u8, Failure>>;
+
+/// The command line. `exec` is parsed on its own ([`ExecCli`]): it starts once per command,
+/// and the whole tree costs more to build than the rest of its argument handling.
+fn parse_args() -> Command {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "exec") {
+        return Command::Exec(ExecCli::parse_from(std::env::args_os().skip(1)).args);
+    }
+    Cli::parse().command
+}
 
 /// Raises the soft open-file limit to the hard one: a sandbox holds one descriptor per
 /// bind while it builds its root, and a step may have thousands of input files. Steps get
