@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use ci_intel_sandbox::Limits;
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// Hermetic, predictive CI plan runner.
@@ -122,6 +123,10 @@ pub(crate) struct ExecArgs {
     /// Size of /tmp, $HOME and /dev/shm, e.g. 256MiB. Default: 1GiB.
     #[arg(long, value_name = "SIZE", value_parser = size_arg)]
     pub(crate) tmpfs_size: Option<u64>,
+    /// CPU time of the whole sandbox, in CPUs (0.01 to 1024), e.g. 1.5. Enforced with a
+    /// cgroup v1 cpu quota as root only; `doctor` says whether it is. Default: no limit.
+    #[arg(long = "cpus", value_name = "N", value_parser = cpus_arg)]
+    pub(crate) millicpus: Option<u32>,
     /// Stop the command after this long (SIGTERM, then SIGKILL after 2s).
     #[arg(long, value_name = "DURATION", value_parser = humantime_arg)]
     pub(crate) timeout: Option<std::time::Duration>,
@@ -157,6 +162,16 @@ pub(crate) enum GraphFormat {
 
 fn humantime_arg(s: &str) -> Result<std::time::Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e}: write e.g. 10s, 500ms, 2m"))
+}
+
+/// Parses a number of CPUs such as `1.5` or `2` into thousandths of a CPU.
+fn cpus_arg(s: &str) -> Result<u32, String> {
+    let (min, max) = (Limits::MIN_CPUS, Limits::MAX_CPUS);
+    let cpus: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of CPUs: write e.g. 1.5 or 2"))?;
+    Limits::millicpus_of(cpus).ok_or_else(|| format!("`{s}` is not between {min} and {max}"))
 }
 
 /// Parses `512MiB`, `2GiB`, `1G`, `64k` or a plain byte count.
@@ -230,6 +245,8 @@ mod tests {
             "64",
             "--memory",
             "1GiB",
+            "--cpus",
+            "0.5",
             "--",
             "sh",
             "-c",
@@ -244,7 +261,33 @@ mod tests {
         };
         assert_eq!(format!("{alone:?}"), format!("{tree:?}"));
         assert_eq!(alone.memory, Some(1 << 30));
+        assert_eq!(alone.millicpus, Some(500));
         assert_eq!(alone.command, ["sh", "-c", "true"]);
+    }
+
+    #[test]
+    fn cpus_are_read_in_thousandths_within_the_range() {
+        for (text, millicpus) in [
+            ("1", 1000),
+            ("1.5", 1500),
+            (" 0.25 ", 250),
+            ("0.01", 10),
+            ("1024", 1_024_000),
+            ("0.0125", 13),
+        ] {
+            assert_eq!(cpus_arg(text), Ok(millicpus), "{text}");
+        }
+        assert_eq!(
+            cpus_arg("0.009"),
+            Err("`0.009` is not between 0.01 and 1024".into())
+        );
+        for text in ["0", "-1", "1025", "nan", "inf"] {
+            assert!(cpus_arg(text).is_err(), "{text}");
+        }
+        assert_eq!(
+            cpus_arg("1.5cpu"),
+            Err("`1.5cpu` is not a number of CPUs: write e.g. 1.5 or 2".into())
+        );
     }
 
     #[test]
@@ -252,6 +295,8 @@ mod tests {
         for argv in [
             &["exec"][..],
             &["exec", "--pids", "x", "--", "true"],
+            &["exec", "--cpus", "0", "--", "true"],
+            &["exec", "--cpus", "many", "--", "true"],
             &["exec", "--bogus"],
         ] {
             let alone = ExecCli::try_parse_from(argv).expect_err("rejected");

@@ -124,6 +124,7 @@ pub(crate) fn exec(args: ExecArgs) -> Outcome {
         pids: args.pids.unwrap_or(defaults.pids),
         nofile: args.nofile.unwrap_or(defaults.nofile),
         tmpfs: args.tmpfs_size.unwrap_or(defaults.tmpfs),
+        millicpus: args.millicpus,
     };
     let mut iso = Isolation::builder().limits(limits);
     for p in &args.ro {
@@ -223,6 +224,11 @@ async fn run(
         ];
         (out_w, err_w, relays)
     };
+    // Before the command starts: a signal that arrives while it starts is passed on to it
+    // once the loop below runs, instead of killing this process, which would leave the
+    // sandbox to its parent-death signal and, as root, its cgroup directories behind.
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut child = match spawn_stdio(&policy, &command, out, err, None) {
         Ok(c) => c,
         Err(e) => return spawn_failure(&e),
@@ -247,8 +253,6 @@ async fn run(
             }
         }
     });
-    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     let mut timed_out = false;
     let mut interrupts = 0;

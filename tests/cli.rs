@@ -581,6 +581,115 @@ fn exec_passes_the_command_status_through_and_reserves_its_own_codes() {
     assert_eq!(env.stdout, "1 /home/ci UTC ci-intel\n", "{}", env.shown);
 }
 
+/// The directory of `pid`'s cgroup in the v1 `cpu` hierarchy, from `/proc/<pid>/cgroup`.
+fn cpu_cgroup_of(pid: u32) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("reading cgroups");
+    let path = text
+        .lines()
+        .find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            controllers.split(',').any(|c| c == "cpu").then_some(path)
+        })
+        .unwrap_or_else(|| panic!("pid {pid} has no cpu cgroup:\n{text}"));
+    Path::new("/sys/fs/cgroup/cpu").join(path.trim_start_matches('/'))
+}
+
+/// The processes whose parent is `parent`.
+fn children_of(parent: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .expect("reading /proc")
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+            let ppid: u32 = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            (ppid == parent).then_some(pid)
+        })
+        .collect()
+}
+
+/// A child process killed and reaped when dropped, so a failing test leaves nothing behind.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn exec_cpus_runs_the_command_in_a_cpu_cgroup_with_that_quota() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root: `exec --cpus` is enforced with a cgroup v1 cpu cgroup only as root"
+    );
+    assert!(
+        Path::new("/sys/fs/cgroup/cpu/cgroup.procs").exists(),
+        "this test needs the cgroup v1 cpu hierarchy mounted at /sys/fs/cgroup/cpu"
+    );
+    let w = Workdir::new();
+    let marker = format!("ci-intel-cpus-{}", std::process::id());
+    let script = format!("echo ready; sleep 300; : {marker}");
+    let mut cmd = w.command(&["exec", "--cpus", "0.5", "--", "sh", "-c", &script]);
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut exec = Reaped(cmd.spawn().expect("starting ci-intel exec"));
+    let mut stdout = std::io::BufReader::new(exec.0.stdout.take().expect("piped stdout"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).expect("reading the command's output");
+    assert_eq!(line, "ready\n");
+
+    // The sandbox's pid 1 is exec's only child by now (the network helper has exited).
+    let pid1 = match children_of(exec.0.id())[..] {
+        [pid] => pid,
+        ref other => panic!("exec should have one child, the sandbox: {other:?}"),
+    };
+    let dir = cpu_cgroup_of(pid1);
+    assert_eq!(
+        dir.parent(),
+        Some(cpu_cgroup_of(exec.0.id()).as_path()),
+        "the sandbox's cpu cgroup is a child of exec's"
+    );
+    let read = |file: &str| std::fs::read_to_string(dir.join(file)).expect("reading the cgroup");
+    assert_eq!(read("cpu.cfs_period_us"), "100000\n");
+    assert_eq!(
+        read("cpu.cfs_quota_us"),
+        "50000\n",
+        "--cpus 0.5 is half of each period"
+    );
+    let tasks = read("tasks");
+    let command_inside = tasks.lines().any(|pid| {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker))
+    });
+    assert!(
+        command_inside,
+        "the command is not in {}: {tasks}",
+        dir.display()
+    );
+
+    // exec passes SIGTERM to the command and exits with its status once it is gone.
+    let exec_pid = nix::unistd::Pid::from_raw(i32::try_from(exec.0.id()).expect("a pid"));
+    nix::sys::signal::kill(exec_pid, nix::sys::signal::Signal::SIGTERM).expect("signalling exec");
+    let status = exec.0.wait().expect("waiting for exec");
+    assert_eq!(status.code(), Some(128 + 15), "{status:?}");
+    assert!(
+        !dir.exists(),
+        "{} is left behind after exec ended",
+        dir.display()
+    );
+}
+
 #[test]
 fn exec_passes_a_secret_by_name_and_redacts_it_in_every_form() {
     let w = Workdir::new();

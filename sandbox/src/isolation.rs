@@ -70,6 +70,29 @@ pub struct Limits {
     pub nofile: u64,
     /// Size of each private tmpfs (`/tmp`, `$HOME`, `/dev/shm`), bytes.
     pub tmpfs: u64,
+    /// CPU time of the whole step, in thousandths of a CPU (`1500` is one and a half CPUs'
+    /// worth of time per period), at least 10 (the kernel's smallest quota, 1 ms per
+    /// 100 ms period); `None` for no limit. Enforced only by a cgroup v1 `cpu` cgroup (as
+    /// root); the posture says whether the host gives one.
+    pub millicpus: Option<u32>,
+}
+
+impl Limits {
+    /// The smallest CPU limit, in CPUs: the kernel's smallest CFS quota (1 ms) per the
+    /// sandbox's 100 ms period.
+    pub const MIN_CPUS: f64 = 0.01;
+    /// The largest CPU limit, in CPUs; more is surely a mistake.
+    pub const MAX_CPUS: f64 = 1024.0;
+
+    /// A limit of `cpus` CPUs as [`millicpus`](Limits::millicpus), rounded to the nearest
+    /// thousandth; `None` unless `cpus` is between [`MIN_CPUS`](Limits::MIN_CPUS) and
+    /// [`MAX_CPUS`](Limits::MAX_CPUS).
+    pub fn millicpus_of(cpus: f64) -> Option<u32> {
+        // In range, the rounded product is between 10 and 1024000: the cast is exact.
+        (Self::MIN_CPUS..=Self::MAX_CPUS)
+            .contains(&cpus)
+            .then(|| (cpus * 1000.0).round() as u32)
+    }
 }
 
 impl Default for Limits {
@@ -79,6 +102,7 @@ impl Default for Limits {
             pids: 4096,
             nofile: 8192,
             tmpfs: 1 << 30,
+            millicpus: None,
         }
     }
 }

@@ -18,14 +18,15 @@
 //!   while the child builds its root; a fresh read-only tmpfs root
 //!   with only the system directories and the declared paths; a tiny pid 1 that reaps and
 //!   forwards signals; no capabilities, `no_new_privs`, Landlock rules that mirror the
-//!   mounts, a seccomp denylist, and rlimits. [`Posture::isolated`] says how much of that
-//!   this host enforces; docs/sandbox.md walks through the sequence.
+//!   mounts, a seccomp denylist, rlimits, and as root cgroup v1 `pids`, `memory` and `cpu`
+//!   limits for the whole step. [`Posture::isolated`] says how much of that this host
+//!   enforces; docs/sandbox.md walks through the sequence.
 //!
 //! The [`EgressProxy`] is the other half of network isolation: it runs outside the
 //! sandbox and serves an [`Allowlist`] on the proxy port a sandbox hands out.
 //!
-//! Not here: cgroup limits (not applied yet; reported as not enforced), what a step
-//! declares (the executor turns a step into an [`Isolation`]), and output collection.
+//! Not here: what a step declares (the executor turns a step into an [`Isolation`]), and
+//! output collection.
 
 mod cgroup;
 mod egress;

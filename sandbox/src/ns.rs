@@ -696,14 +696,37 @@ pub(crate) fn spawn(mut prep: Prepared, exec: &Exec<'_>) -> Result<Started, Spaw
         }
         Err(e)
     };
+    let setup_failed = |r: &Report| {
+        SpawnFailure::Sandbox(SandboxError::Setup {
+            stage: Stage::from_u32(r.stage).unwrap_or(Stage::Fork),
+            path: if r.index == u32::MAX {
+                None
+            } else {
+                prep.op_path(r.index)
+            },
+            source: io::Error::from_raw_os_error(r.errno),
+        })
+    };
     let netns = match net {
         Ok(fd) => fd,
         Err((stage, e)) => {
-            return fail(SpawnFailure::Sandbox(SandboxError::Setup {
-                stage,
-                path: None,
-                source: e,
-            }));
+            // The helper cannot join a child that has already died of a failure of its
+            // own (ESRCH); the child's report then says what went wrong, and is the one
+            // to give. Once the child is reaped, its report is in the socket or never
+            // comes.
+            // SAFETY: killing and reaping our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+            return Err(match recv(&report_r) {
+                Ok((Some(r), _)) if r.kind == MSG_SETUP_FAILED => setup_failed(&r),
+                _ => SpawnFailure::Sandbox(SandboxError::Setup {
+                    stage,
+                    path: None,
+                    source: e,
+                }),
+            });
         }
     };
     // If the child has already failed, the send fails too and its report says why.
@@ -724,15 +747,7 @@ pub(crate) fn spawn(mut prep: Prepared, exec: &Exec<'_>) -> Result<Started, Spaw
         return fail(SpawnFailure::Sandbox(SandboxError::Died));
     };
     if first.kind == MSG_SETUP_FAILED {
-        return fail(SpawnFailure::Sandbox(SandboxError::Setup {
-            stage: Stage::from_u32(first.stage).unwrap_or(Stage::Fork),
-            path: if first.index == u32::MAX {
-                None
-            } else {
-                prep.op_path(first.index)
-            },
-            source: io::Error::from_raw_os_error(first.errno),
-        }));
+        return fail(setup_failed(&first));
     }
     match recv(&report_r) {
         Ok((None, _)) => {}

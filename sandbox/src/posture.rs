@@ -215,17 +215,26 @@ impl Posture {
                          packet sockets"
                             .into(),
                     ),
-                    Layer::Cgroups if !cgroup_v1.is_empty() => (
-                        Level::Partially,
-                        format!(
-                            "cgroup v1 {} for the whole step (as root); no cpu limit",
-                            cgroup_v1.join(" and ")
-                        ),
-                    ),
+                    Layer::Cgroups if !cgroup_v1.is_empty() => {
+                        let missing: Vec<&str> = crate::cgroup::CONTROLLERS
+                            .into_iter()
+                            .filter(|c| !cgroup_v1.contains(c))
+                            .chain(["I/O", "disk"])
+                            .collect();
+                        (
+                            Level::Partially,
+                            format!(
+                                "cgroup v1 {} for the whole step (as root); no {} limit",
+                                list(cgroup_v1, "and"),
+                                list(&missing, "or")
+                            ),
+                        )
+                    }
                     Layer::Cgroups => (
                         Level::NotEnforced,
                         format!(
-                            "{}; processes, files and per-process memory are bounded by rlimits",
+                            "{}; processes, files and per-process memory are bounded by rlimits; no \
+                             cpu limit",
                             if available {
                                 "cgroup limits are not applied yet".to_string()
                             } else {
@@ -260,6 +269,15 @@ impl Posture {
             .copied()
             .filter(|l| self.level(*l) != Level::Fully)
             .collect()
+    }
+}
+
+/// `a`, `a and b`, `a, b and c`, with `conjunction` for `and`.
+fn list(items: &[&str], conjunction: &str) -> String {
+    match items {
+        [] => String::new(),
+        [one] => (*one).to_string(),
+        [init @ .., last] => format!("{} {conjunction} {last}", init.join(", ")),
     }
 }
 
@@ -303,6 +321,36 @@ mod tests {
         let p = Posture::from_host(&host(true), false, &["pids"]);
         assert_eq!(p.level(Layer::Seccomp), Level::NotEnforced);
         assert_eq!(p.level(Layer::Cgroups), Level::Partially);
+    }
+
+    #[test]
+    fn cgroup_detail_names_what_is_and_is_not_bounded() {
+        let detail = |v1: &[&str]| {
+            let p = Posture::from_host(&host(true), true, v1);
+            let r = p.layers.iter().find(|l| l.layer == Layer::Cgroups).unwrap();
+            (r.level, r.detail.clone())
+        };
+        assert_eq!(
+            detail(&["pids", "memory", "cpu"]),
+            (
+                Level::Partially,
+                "cgroup v1 pids, memory and cpu for the whole step (as root); no I/O or disk \
+                 limit"
+                    .to_string()
+            )
+        );
+        assert_eq!(
+            detail(&["pids", "memory"]),
+            (
+                Level::Partially,
+                "cgroup v1 pids and memory for the whole step (as root); no cpu, I/O or disk \
+                 limit"
+                    .to_string()
+            )
+        );
+        let (level, none) = detail(&[]);
+        assert_eq!(level, Level::NotEnforced);
+        assert!(none.ends_with("bounded by rlimits; no cpu limit"), "{none}");
     }
 
     #[test]

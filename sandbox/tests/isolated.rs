@@ -9,7 +9,7 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::time::Duration;
 
-use ci_intel_sandbox::{Exit, Isolation, NetworkMode, Policy, SpawnError, spawn};
+use ci_intel_sandbox::{Exit, Isolation, Limits, NetworkMode, Policy, SpawnError, spawn};
 use nix::sys::signal::Signal;
 
 fn pipe() -> (std::fs::File, OwnedFd) {
@@ -316,4 +316,127 @@ async fn a_symbolic_link_in_a_writable_path_cannot_steer_mount_points_out_of_the
         0,
         "something was created through the link"
     );
+}
+
+/// The cgroup v1 `cpu` hierarchy, or a panic saying why this host cannot run a test of it.
+fn cpu_hierarchy() -> &'static Path {
+    let root = Path::new("/sys/fs/cgroup/cpu");
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root: sandboxes get a cgroup v1 cpu cgroup only as root"
+    );
+    assert!(
+        root.join("cgroup.procs").exists(),
+        "this test needs the cgroup v1 cpu hierarchy mounted at {}",
+        root.display()
+    );
+    root
+}
+
+/// The directory of `pid`'s cgroup in the v1 hierarchy of `controller` mounted at `root`.
+fn cgroup_of(pid: i32, controller: &str, root: &Path) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let path = text
+        .lines()
+        .find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            controllers
+                .split(',')
+                .any(|c| c == controller)
+                .then_some(path)
+        })
+        .unwrap_or_else(|| panic!("pid {pid} has no {controller} cgroup:\n{text}"));
+    root.join(path.trim_start_matches('/'))
+}
+
+fn tasks(dir: &Path) -> Vec<i32> {
+    std::fs::read_to_string(dir.join("tasks"))
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_cpu_limit_puts_the_whole_step_in_a_cpu_cgroup_removed_with_it() {
+    let root = cpu_hierarchy();
+    let marker = format!("ci-intel-cpu-{}", std::process::id());
+    let iso = Isolation::builder()
+        .limits(Limits {
+            millicpus: Some(500),
+            ..Limits::default()
+        })
+        .network(NetworkMode::Deny)
+        .build();
+    let (r, w) = pipe();
+    let child = spawn(
+        &policy(iso, Path::new("/")),
+        &sh(&format!("echo ready; sleep 300; : {marker}")),
+        w,
+        None,
+    )
+    .unwrap_or_else(|e| panic!("spawn failed: {}", chain(&e)));
+    let mut r = BufReader::new(r);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    assert!(child.has_cgroup());
+
+    let dir = cgroup_of(child.pid(), "cpu", root);
+    let own = cgroup_of(std::process::id() as i32, "cpu", root);
+    assert_eq!(
+        dir.parent(),
+        Some(own.as_path()),
+        "the sandbox's cpu cgroup is a child of the orchestrator's"
+    );
+    let read = |file: &str| std::fs::read_to_string(dir.join(file)).unwrap();
+    assert_eq!(read("cpu.cfs_period_us"), "100000\n");
+    assert_eq!(read("cpu.cfs_quota_us"), "50000\n", "half of each period");
+    // The command, not only pid 1, is in it (a shell whose command line has the marker).
+    let in_cgroup = tasks(&dir);
+    assert!(in_cgroup.contains(&child.pid()), "{in_cgroup:?}");
+    let shell = in_cgroup.iter().any(|pid| {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker))
+    });
+    assert!(
+        shell,
+        "the command is not in {}: {in_cgroup:?}",
+        dir.display()
+    );
+
+    child.signal_group(Signal::SIGKILL).unwrap();
+    child.exited().await.unwrap();
+    child.reap().unwrap();
+    assert!(
+        !dir.exists(),
+        "{} is left behind after the sandbox ended",
+        dir.display()
+    );
+}
+
+#[tokio::test]
+async fn without_a_cpu_limit_there_is_no_cpu_cgroup() {
+    let root = cpu_hierarchy();
+    let (r, w) = pipe();
+    let child = spawn(
+        &policy(deny(), Path::new("/")),
+        &sh("echo ready; sleep 300"),
+        w,
+        None,
+    )
+    .unwrap_or_else(|e| panic!("spawn failed: {}", chain(&e)));
+    let mut r = BufReader::new(r);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    assert_eq!(
+        cgroup_of(child.pid(), "cpu", root),
+        cgroup_of(std::process::id() as i32, "cpu", root),
+        "the sandbox stays in the orchestrator's cpu cgroup"
+    );
+    child.signal_group(Signal::SIGKILL).unwrap();
+    child.exited().await.unwrap();
+    child.reap().unwrap();
 }

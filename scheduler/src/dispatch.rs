@@ -524,6 +524,7 @@ fn action_for(
                 pids: spec.limits.pids.unwrap_or(limits.pids),
                 nofile: spec.limits.nofile.unwrap_or(limits.nofile),
                 tmpfs: spec.limits.tmpfs.unwrap_or(limits.tmpfs),
+                millicpus: spec.limits.millicpus,
             },
             staging: run_dir
                 .join("staging")

@@ -10,7 +10,7 @@ use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use ci_intel_executor::{Layer, Program};
+use ci_intel_executor::{Layer, Limits as SandboxLimits, Program};
 use indexmap::IndexMap;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
@@ -163,6 +163,9 @@ pub struct Limits {
     pub nofile: Option<u64>,
     /// Size of each of the private `/tmp` and `$HOME`, in bytes (at least 1 MiB).
     pub tmpfs: Option<u64>,
+    /// CPU time of the whole step, in thousandths of a CPU (10 to 1024000; the plan's
+    /// `cpu = 1.5` is 1500).
+    pub millicpus: Option<u32>,
 }
 
 /// What the runtime secret sweep does when it finds a secret-looking value in a variable
@@ -297,6 +300,33 @@ struct RawLimits {
     pids: Option<Spanned<i64>>,
     nofile: Option<Spanned<i64>>,
     tmpfs: Option<Spanned<RawSize>>,
+    cpu: Option<Spanned<RawCpu>>,
+}
+
+/// A number of CPUs, integer or float.
+struct RawCpu(f64);
+
+impl<'de> Deserialize<'de> for RawCpu {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = RawCpu;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number of CPUs such as 1.5 or 2")
+            }
+            // `as` rounds integers beyond 2^53, which are out of range either way.
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawCpu, E> {
+                Ok(RawCpu(v as f64))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawCpu, E> {
+                Ok(RawCpu(v as f64))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<RawCpu, E> {
+                Ok(RawCpu(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A size: a number of bytes, or a string such as `"512MiB"`.
@@ -760,6 +790,28 @@ impl Validator<'_> {
         if let Some(t) = raw.tmpfs {
             if let Some(v) = self.size(t, "tmpfs") {
                 limits.tmpfs = Some(v);
+            }
+        }
+        if let Some(c) = raw.cpu {
+            match SandboxLimits::millicpus_of(c.get_ref().0) {
+                Some(m) => limits.millicpus = Some(m),
+                None => {
+                    // As written: `nan`, not `NaN`.
+                    let written = self.source.get(c.span()).unwrap_or_default().trim();
+                    self.err(
+                        c.span(),
+                        format!(
+                            "cpu limit must be between {} and {}, not {written}",
+                            SandboxLimits::MIN_CPUS,
+                            SandboxLimits::MAX_CPUS
+                        ),
+                        Some(
+                            "the most CPUs' worth of time the whole step may use, e.g. 1.5 \
+                             (unlike the step's `cpus`, which are job slots)"
+                                .into(),
+                        ),
+                    );
+                }
             }
         }
         for (value, slot, key, range, hint) in [

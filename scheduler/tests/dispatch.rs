@@ -51,6 +51,8 @@ struct Call {
     step: String,
     attempt: u32,
     max_attempts: u32,
+    /// The sandbox's limits; `None` for an unsandboxed attempt.
+    limits: Option<ci_intel_executor::Limits>,
 }
 
 #[derive(Default)]
@@ -130,6 +132,7 @@ impl Execute for Fake {
                 step: action.step.clone(),
                 attempt: action.attempt,
                 max_attempts: action.max_attempts,
+                limits: action.sandbox.as_ref().map(|s| s.limits),
             });
             state.weight += weight;
             state.max_weight = state.max_weight.max(state.weight);
@@ -1126,6 +1129,58 @@ async fn step_selection_runs_only_the_closure() {
     assert_eq!(fake.called_steps(), ["fetch", "build"]);
     let ids: Vec<&str> = report.results.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(ids, ["fetch", "build"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn plan_limits_reach_the_sandbox_and_defaults_fill_the_rest() {
+    let plan = plan(
+        r#"version = 1
+
+[sandbox]
+limits = { cpu = 2, memory = "1GiB" }
+
+[steps.inherit]
+run = "x"
+
+[steps.quarter]
+run = "x"
+sandbox = { limits = { cpu = 0.25, pids = 64 } }
+
+[steps.plain]
+run = "x"
+sandbox = false
+"#,
+    );
+    let (fake, _notes) = Fake::new(&plan, 1);
+    let fake = Arc::new(fake);
+    let report = run_all(&plan, &fake, &Recorder::default(), &options(1, false))
+        .await
+        .unwrap();
+    assert!(report.success());
+    let limits: HashMap<String, Option<ci_intel_executor::Limits>> = fake
+        .calls()
+        .into_iter()
+        .map(|c| (c.step, c.limits))
+        .collect();
+    let defaults = ci_intel_executor::Limits::default();
+    assert_eq!(
+        limits["inherit"],
+        Some(ci_intel_executor::Limits {
+            millicpus: Some(2000),
+            memory: Some(1 << 30),
+            ..defaults
+        })
+    );
+    assert_eq!(
+        limits["quarter"],
+        Some(ci_intel_executor::Limits {
+            millicpus: Some(250),
+            memory: Some(1 << 30),
+            pids: 64,
+            ..defaults
+        })
+    );
+    assert_eq!(limits["plain"], None);
 }
 
 #[test]

@@ -896,6 +896,71 @@ sandbox = { limits = { pids = 4194304, nofile = 1048576 } }
 }
 
 #[test]
+fn cpu_limit_out_of_range() {
+    let src = r#"version = 1
+
+[sandbox]
+limits = { cpu = 0 }
+
+[steps.a]
+run = "true"
+sandbox = { limits = { cpu = 0.009 } }
+
+[steps.b]
+run = "true"
+sandbox = { limits = { cpu = 1024.5 } }
+
+[steps.c]
+run = "true"
+sandbox = { limits = { cpu = -1 } }
+
+[steps.d]
+run = "true"
+sandbox = { limits = { cpu = nan } }
+
+[steps.e]
+run = "true"
+sandbox = { limits = { cpu = inf } }
+
+[steps.f]
+run = "true"
+sandbox = { limits = { cpu = 0.01 } }
+
+[steps.g]
+run = "true"
+sandbox = { limits = { cpu = 1024 } }
+"#;
+    assert_eq!(count(src), 6, "the bounds themselves are fine");
+    assert_snapshot!(error(src));
+}
+
+#[test]
+fn cpu_limit_of_the_wrong_type() {
+    let src = r#"version = 1
+
+[steps.a]
+run = "true"
+sandbox = { limits = { cpu = "1.5" } }
+"#;
+    assert_eq!(count(src), 1);
+    assert_snapshot!(error(src));
+}
+
+#[test]
+fn misspelt_cpu_limit_key() {
+    assert_snapshot!(error(
+        r#"version = 1
+
+[sandbox]
+limits = { cpus = 2 }
+
+[steps.build]
+run = "make"
+"#
+    ));
+}
+
+#[test]
 fn unknown_secret_scan_policy() {
     assert_snapshot!(error(
         r#"version = 1

@@ -59,6 +59,7 @@ impl GenSandbox {
                     pids: *pids,
                     nofile: *nofile,
                     tmpfs: None,
+                    millicpus: None,
                 },
                 secret_scan: match secret_scan {
                     Some("warn") => SecretScan::Warn,

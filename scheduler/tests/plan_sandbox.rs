@@ -84,14 +84,14 @@ fn step_keys_replace_the_plans_and_limits_merge_key_by_key() {
 read = ["/opt/sdk", "~/.cargo/registry"]
 write = ["$CARGO_HOME/git"]
 secret_scan = "warn"
-limits = { memory = "2GiB", pids = 512, nofile = 1024, tmpfs = "256MiB" }
+limits = { memory = "2GiB", pids = 512, nofile = 1024, tmpfs = "256MiB", cpu = 1.5 }
 
 [steps.inherit]
 run = "true"
 
 [steps.override]
 run = "true"
-sandbox = { read = ["${SDK_ROOT}/lib"], write = [], secret_scan = "deny", limits = { memory = "512MiB", nofile = 4096 } }
+sandbox = { read = ["${SDK_ROOT}/lib"], write = [], secret_scan = "deny", limits = { memory = "512MiB", nofile = 4096, cpu = 4 } }
 "#,
     );
     let inherit = sandbox(&p, "inherit");
@@ -106,6 +106,7 @@ sandbox = { read = ["${SDK_ROOT}/lib"], write = [], secret_scan = "deny", limits
             pids: Some(512),
             nofile: Some(1024),
             tmpfs: Some(256 << 20),
+            millicpus: Some(1500),
         }
     );
 
@@ -124,6 +125,7 @@ sandbox = { read = ["${SDK_ROOT}/lib"], write = [], secret_scan = "deny", limits
             pids: Some(512),
             nofile: Some(4096),
             tmpfs: Some(256 << 20),
+            millicpus: Some(4000),
         },
         "limits the step does not set are the plan's"
     );
@@ -154,6 +156,34 @@ fn sizes_in_every_spelling() {
         ));
         assert_eq!(p.sandbox.limits.memory, Some(bytes), "{text}");
         assert_eq!(p.sandbox.limits.tmpfs, Some(bytes), "{text}");
+    }
+}
+
+#[test]
+fn cpu_limits_as_integers_or_floats_in_thousandths() {
+    for (text, millicpus) in [
+        ("1", 1000),
+        ("2", 2000),
+        ("1.5", 1500),
+        ("0.5", 500),
+        ("0.01", 10),
+        ("0.25", 250),
+        ("1e1", 10_000),
+        ("1024", 1_024_000),
+        ("1024.0", 1_024_000),
+        // Finer than a thousandth is rounded to the nearest.
+        ("0.0125", 13),
+        ("2.0004", 2000),
+    ] {
+        let p = plan(&format!(
+            "version = 1\n[sandbox]\nlimits = {{ cpu = {text} }}\n[steps.a]\nrun = \"true\"\n"
+        ));
+        assert_eq!(p.sandbox.limits.millicpus, Some(millicpus), "{text}");
+        assert_eq!(
+            sandbox(&p, "a").limits.millicpus,
+            Some(millicpus),
+            "{text}: the step inherits it"
+        );
     }
 }
 
