@@ -1,13 +1,50 @@
 //! Action keys and the action cache.
 //!
-//! This crate owns how a step's result is found again: the [`ActionKey`] that names an
-//! action, and the [`ActionCache`] seam the executor consults before running and publishes
-//! to after. It does not run anything and knows nothing of plans or sandboxes.
+//! This crate owns how a step's result is found again and trusted:
+//! - [`digest`]: BLAKE3 digests of bytes and files (memory-mapped and multi-threaded for
+//!   large files, many files on several threads);
+//! - [`key`]: the [`ActionKey`], derived from a canonical encoding of everything that can
+//!   change a result, and its per-part [`key::KeySummary`];
+//! - [`platform`]: the fingerprint (architecture, OS, C library) that enters every key;
+//! - [`sign`]: Ed25519 signing keys, public keys and keyrings;
+//! - [`manifest`]: what a cache entry says (outputs, exit status, log, timing, key
+//!   summary), its canonical encoding and its signed envelope;
+//! - [`cas`]: the content-addressed store of zstd blobs, written atomically, read verified;
+//! - [`namespace`]: trusted and per-pull-request namespaces;
+//! - [`index`]: sizes, last use and counters (SQLite);
+//! - [`store`]: the [`store::LocalCache`] that puts these together: lookup with
+//!   verification, restore, store, quarantine.
 //!
-//! Today it provides the seam and the [`Disabled`] cache, which never hits and stores
-//! nothing, so every step runs. The content-addressed store (BLAKE3 digests, zstd blobs,
-//! signed manifests verified before restore, quarantine, eviction) and the team cache
-//! client and server are built behind this same trait.
+//! It does not run anything, and knows nothing of plans or sandboxes: the executor gathers
+//! a step's [`key::KeyInputs`] and decides what to store.
+
+/// Serializes a type as its `Display` string and deserializes it with `FromStr`.
+macro_rules! serde_as_string {
+    ($t:ty) => {
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<$t, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+pub mod cas;
+pub mod digest;
+pub mod index;
+pub mod key;
+pub mod manifest;
+pub mod namespace;
+pub mod platform;
+pub mod sign;
+pub mod store;
 
 use std::fmt;
 
@@ -23,6 +60,16 @@ impl fmt::Display for ActionKey {
         Ok(())
     }
 }
+
+impl std::str::FromStr for ActionKey {
+    type Err = digest::ParseDigestError;
+
+    fn from_str(s: &str) -> Result<ActionKey, Self::Err> {
+        s.parse::<digest::Digest>().map(|d| ActionKey(d.0))
+    }
+}
+
+serde_as_string!(ActionKey);
 
 impl fmt::Debug for ActionKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
