@@ -185,6 +185,22 @@ impl Cas {
         })
     }
 
+    /// Stores the content of the file at `src` from byte `offset` on (the part of a log
+    /// one attempt wrote), streaming.
+    pub fn put_file_from(&self, src: &Path, offset: u64) -> Result<Stored, PutError> {
+        use std::io::Seek as _;
+        let source = |e| PutError::Source {
+            path: src.to_path_buf(),
+            source: e,
+        };
+        let mut file = File::open(src).map_err(source)?;
+        file.seek(io::SeekFrom::Start(offset)).map_err(source)?;
+        self.put_reader(file).map_err(|e| match e {
+            Either::Read(e) => source(e),
+            Either::Write(e) => PutError::Store(e),
+        })
+    }
+
     /// Stores `bytes`.
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<Stored, PutError> {
         self.put_reader(bytes).map_err(|e| match e {

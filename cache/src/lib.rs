@@ -13,7 +13,11 @@
 //! - [`namespace`]: trusted and per-pull-request namespaces;
 //! - [`index`]: sizes, last use and counters (SQLite);
 //! - [`store`]: the [`store::LocalCache`] that puts these together: lookup with
-//!   verification, restore, store, quarantine.
+//!   verification, restore, store, quarantine;
+//! - [`maintenance`]: statistics, a scrub of every entry and blob, and least-recently-used
+//!   eviction, for the [`store::LocalCache`];
+//! - [`tools`]: the program a tool name runs (found on `PATH`, links followed) and the
+//!   digest of its bytes.
 //!
 //! It does not run anything, and knows nothing of plans or sandboxes: the executor gathers
 //! a step's [`key::KeyInputs`] and decides what to store.
@@ -40,13 +44,28 @@ pub mod cas;
 pub mod digest;
 pub mod index;
 pub mod key;
+pub mod maintenance;
 pub mod manifest;
 pub mod namespace;
 pub mod platform;
 pub mod sign;
 pub mod store;
+pub mod tools;
 
 use std::fmt;
+
+/// An error and its causes as one message, `: `-separated: for logs, quarantine reasons
+/// and the binary's messages.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
 
 /// The name of one action: 32 bytes derived from everything that can influence its result.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

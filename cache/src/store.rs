@@ -29,7 +29,7 @@ use crate::cas::{Cas, PutError, ReadError};
 use crate::digest::Digest;
 use crate::index::{Counter, Index, IndexError};
 use crate::key::KeySummary;
-use crate::manifest::{Blob, Manifest, ManifestError, Output, OutputKind};
+use crate::manifest::{Blob, Manifest, ManifestError, Opened, Output, OutputKind};
 use crate::namespace::{Namespaces, TRUSTED};
 use crate::sign::{KeyError, Keyring, PublicKey, SigningKey};
 
@@ -128,8 +128,10 @@ pub struct StoreRequest<'a> {
     pub outputs: &'a [String],
     /// The step's exit code.
     pub exit_code: i32,
-    /// The step's recorded output.
+    /// The file holding the step's recorded output...
     pub log: &'a Path,
+    /// ...from this byte on (earlier attempts' output comes before it).
+    pub log_offset: u64,
     /// How long it ran.
     pub duration: Duration,
 }
@@ -204,6 +206,10 @@ fn now() -> u64 {
 /// The machine's signing key, made on first use. The bool says it was just made.
 pub fn local_key(root: &Path) -> Result<(SigningKey, bool), KeyError> {
     let path = root.join("keys").join("local.key");
+    fs::create_dir_all(root.join("keys")).map_err(|e| KeyError::Io {
+        path: root.join("keys"),
+        source: e,
+    })?;
     match SigningKey::load(&path) {
         Ok(k) => Ok((k, false)),
         Err(KeyError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
@@ -274,12 +280,12 @@ impl LocalCache {
         self.signer.public()
     }
 
-    fn index(&self) -> std::sync::MutexGuard<'_, Index> {
+    pub(crate) fn index(&self) -> std::sync::MutexGuard<'_, Index> {
         self.index.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Records in the index, warning (not failing) when it cannot: the files are the truth.
-    fn note(&self, f: impl FnOnce(&Index) -> Result<(), IndexError>) {
+    pub(crate) fn note(&self, f: impl FnOnce(&Index) -> Result<(), IndexError>) {
         if let Err(e) = f(&self.index()) {
             tracing::warn!("cache index not updated: {e}");
         }
@@ -297,7 +303,7 @@ impl LocalCache {
 
     /// Whether `signer` may vouch for entries of `namespace`: the trusted keys for the
     /// trusted namespace; those and this run's own key for the others.
-    fn accepts(&self, namespace: &str, signer: &PublicKey) -> bool {
+    pub(crate) fn accepts(&self, namespace: &str, signer: &PublicKey) -> bool {
         self.trusted.contains(signer) || (namespace != TRUSTED && *signer == self.signer.public())
     }
 
@@ -340,7 +346,18 @@ impl LocalCache {
     /// completeness.
     fn check(&self, namespace: &str, key: &ActionKey, bytes: &[u8]) -> Result<Entry, String> {
         let opened = crate::manifest::open(bytes, |k| self.accepts(namespace, k))
-            .map_err(|e| error_chain(&e))?;
+            .map_err(|e| crate::error_chain(&e))?;
+        self.check_opened(namespace, key, opened)
+    }
+
+    /// Checks an opened manifest found under `namespace` for `key`: identity and
+    /// completeness (every blob present).
+    pub(crate) fn check_opened(
+        &self,
+        namespace: &str,
+        key: &ActionKey,
+        opened: Opened,
+    ) -> Result<Entry, String> {
         let manifest = opened.manifest;
         if manifest.key != *key {
             return Err(format!(
@@ -368,7 +385,7 @@ impl LocalCache {
 
     /// Moves the manifest of `key` in `namespace` (and a corrupt blob, when named) to
     /// quarantine with `reason`. `None` when another process got there first.
-    fn quarantine(
+    pub(crate) fn quarantine(
         &self,
         namespace: &str,
         key: &ActionKey,
@@ -477,10 +494,10 @@ impl LocalCache {
         if !e.is_store_fault() {
             return RestoreError::Destination {
                 path: path.to_path_buf(),
-                source: io::Error::other(error_chain(&e)),
+                source: io::Error::other(crate::error_chain(&e)),
             };
         }
-        let reason = error_chain(&e);
+        let reason = crate::error_chain(&e);
         let q = self
             .quarantine(
                 &entry.namespace,
@@ -497,7 +514,16 @@ impl LocalCache {
         RestoreError::Corrupt(q)
     }
 
-    /// The entry's recorded output, verified.
+    /// Writes the entry's recorded output to a new file at `dest`, verified (a log may be
+    /// large: it is streamed, never held in memory).
+    pub fn restore_log(&self, entry: &Entry, dest: &Path) -> Result<(), RestoreError> {
+        let blob = entry.manifest.log;
+        self.cas
+            .restore(&blob, dest, 0o600, None)
+            .map_err(|e| self.restore_failure(entry, &blob, e, dest))
+    }
+
+    /// The entry's recorded output, verified, in memory.
     pub fn log(&self, entry: &Entry) -> Result<Vec<u8>, RestoreError> {
         self.cas.read(&entry.manifest.log).map_err(|e| {
             let blob = entry.manifest.log;
@@ -519,7 +545,7 @@ impl LocalCache {
         }
         outputs.sort_by(|a, b| a.path.cmp(&b.path));
         outputs.dedup_by(|a, b| a.path == b.path);
-        let log = self.cas.put_file(req.log)?;
+        let log = self.cas.put_file_from(req.log, req.log_offset)?;
         bytes += log.stored_bytes;
         let manifest = Manifest {
             key: req.key,
@@ -698,16 +724,4 @@ fn remove_dir_in_the_way(path: &Path) -> io::Result<()> {
         Ok(m) if m.is_dir() => fs::remove_dir_all(path),
         _ => Ok(()),
     }
-}
-
-/// An error and its causes, joined with `: `.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

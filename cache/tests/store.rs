@@ -11,47 +11,13 @@ use ci_intel_cache::key::{KeyInputs, KeySummary};
 use ci_intel_cache::manifest::open;
 use ci_intel_cache::namespace::Namespaces;
 use ci_intel_cache::sign::SigningKey;
-use ci_intel_cache::store::{CacheConfig, LocalCache, RestoreError, StoreRequest};
+use ci_intel_cache::store::{LocalCache, RestoreError, StoreRequest};
 
-struct Fixture {
-    dir: tempfile::TempDir,
-    /// The trusted signer (its public key is in keys/trusted).
-    trusted: SigningKey,
-}
+mod common;
+
+use common::Fixture;
 
 impl Fixture {
-    fn new() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let trusted = SigningKey::generate().unwrap();
-        let keys = dir.path().join("cache/keys/trusted");
-        fs::create_dir_all(&keys).unwrap();
-        trusted.public().save(&keys.join("main.pub")).unwrap();
-        Fixture { dir, trusted }
-    }
-
-    fn cache_root(&self) -> PathBuf {
-        self.dir.path().join("cache")
-    }
-
-    /// A cache as a trusted run sees it.
-    fn trusted(&self) -> LocalCache {
-        self.open(Namespaces::trusted(), Some(self.trusted.clone()))
-    }
-
-    /// A cache as a pull request's run sees it (its own, untrusted key).
-    fn pr(&self, name: &str) -> LocalCache {
-        self.open(Namespaces::named(name).unwrap(), None)
-    }
-
-    fn open(&self, namespaces: Namespaces, signing_key: Option<SigningKey>) -> LocalCache {
-        LocalCache::open(CacheConfig {
-            root: self.cache_root(),
-            namespaces,
-            signing_key,
-        })
-        .unwrap()
-    }
-
     /// A workspace with a few outputs of every kind, made by "running the step".
     fn workspace(&self, name: &str, content: &str) -> PathBuf {
         let ws = self.dir.path().join(name);
@@ -85,6 +51,7 @@ fn store(cache: &LocalCache, key: ActionKey, summary: &KeySummary, ws: &Path) {
             outputs: &outputs,
             exit_code: 0,
             log: &ws.join("step.log"),
+            log_offset: 0,
             duration: Duration::from_millis(1234),
         })
         .unwrap();
@@ -275,6 +242,7 @@ fn a_store_to_the_trusted_namespace_without_the_trusted_key_is_refused() {
             outputs: &outputs,
             exit_code: 0,
             log: &ws.join("step.log"),
+            log_offset: 0,
             duration: Duration::ZERO,
         })
         .unwrap_err();
@@ -357,6 +325,7 @@ fn a_manifest_moved_to_another_key_is_caught() {
                 outputs: &[],
                 exit_code: 0,
                 log: &ws.path().join("step.log"),
+                log_offset: 0,
                 duration: Duration::ZERO,
             })
             .unwrap();
@@ -465,6 +434,7 @@ fn a_restore_refuses_a_linked_parent_directory() {
             outputs: &outputs,
             exit_code: 0,
             log: &ws.join("step.log"),
+            log_offset: 0,
             duration: Duration::ZERO,
         })
         .unwrap();
