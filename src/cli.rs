@@ -22,6 +22,9 @@ pub(crate) enum Command {
     Plan(PlanCommand),
     #[command(about = EXEC_ABOUT, long_about = EXEC_LONG_ABOUT)]
     Exec(ExecArgs),
+    /// Inspect and maintain the local cache, or make signing keys.
+    #[command(subcommand)]
+    Cache(CacheCommand),
     /// Show which isolation layers this host enforces.
     Doctor {
         /// Print JSON instead of a table.
@@ -58,6 +61,16 @@ pub(crate) struct RunArgs {
     /// Run every step without the sandbox (the summary says so).
     #[arg(long)]
     pub(crate) no_sandbox: bool,
+    /// Run every step; look nothing up in the cache and store nothing.
+    #[arg(long)]
+    pub(crate) no_cache: bool,
+    /// The cache directory. Default: `$XDG_CACHE_HOME/ci-intel` (`~/.cache/ci-intel`).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) cache_dir: Option<PathBuf>,
+    /// The cache namespace to write (`trusted`, or e.g. `pr-42`). Default: from the GitHub
+    /// Actions environment (pull requests get their own), else `trusted`.
+    #[arg(long, value_name = "NS")]
+    pub(crate) cache_namespace: Option<String>,
     /// Seed for retry jitter (default: random).
     #[arg(long, value_name = "N")]
     pub(crate) seed: Option<u64>,
@@ -133,6 +146,40 @@ pub(crate) struct ExecArgs {
     /// The command and its arguments.
     #[arg(required = true, last = true, value_name = "CMD")]
     pub(crate) command: Vec<std::ffi::OsString>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CacheCommand {
+    /// Write a new signing key pair into DIR (`ci-intel.key`, mode 0600, and `ci-intel.pub`).
+    Keygen {
+        /// The directory for the key pair.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Entries, bytes, hit ratio and quarantine, by namespace.
+    Stats {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The cache directory (default as for `run`).
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+    },
+    /// Check every entry and blob; quarantine what fails (exit code 1 if anything did).
+    Verify {
+        /// The cache directory (default as for `run`).
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+    },
+    /// Evict the least recently used entries until the cache fits in SIZE.
+    Gc {
+        /// The size to fit in, e.g. 10GiB.
+        #[arg(long, value_name = "SIZE", value_parser = size_arg)]
+        max_size: u64,
+        /// The cache directory (default as for `run`).
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

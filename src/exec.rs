@@ -303,12 +303,7 @@ async fn run(
 }
 
 fn spawn_failure(e: &SpawnError) -> Outcome {
-    let mut message = format!("error: {e}");
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        message.push_str(&format!(": {s}"));
-        src = s.source();
-    }
+    let message = format!("error: {}", ci_intel_cache::error_chain(e));
     match e {
         SpawnError::NotFound { .. } => fail(
             NOT_FOUND,

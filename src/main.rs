@@ -27,7 +27,7 @@ use ci_intel_scheduler::{
 };
 use clap::Parser;
 
-use crate::cli::{Cli, Command, ExecCli, GraphFormat, PlanCommand, RunArgs};
+use crate::cli::{CacheCommand, Cli, Command, ExecCli, GraphFormat, PlanCommand, RunArgs};
 use crate::report::Reporter;
 
 /// Documented exit codes.
@@ -55,6 +55,8 @@ macro_rules! outln {
         let _ = writeln!(std::io::stdout().lock(), $($arg)*);
     }};
 }
+
+mod cache_cmd;
 
 /// An expected failure: what went wrong, how to fix it, and the exit code.
 struct Failure {
@@ -87,6 +89,7 @@ fn main() -> ExitCode {
         Command::Plan(PlanCommand::Check { plan }) => plan_check(&plan),
         Command::Plan(PlanCommand::Graph { plan, format }) => plan_graph(&plan, format),
         Command::Exec(args) => exec::exec(args),
+        Command::Cache(cmd) => cache_command(cmd),
         Command::Doctor { json } => Ok(doctor(json)),
     };
     match result {
@@ -118,6 +121,18 @@ fn main() -> ExitCode {
 }
 
 type Outcome = anyhow::Result<Result<u8, Failure>>;
+
+fn cache_command(cmd: CacheCommand) -> Outcome {
+    match cmd {
+        CacheCommand::Keygen { out } => cache_cmd::keygen(&out),
+        CacheCommand::Stats { json, cache_dir } => cache_cmd::stats(cache_dir.as_deref(), json),
+        CacheCommand::Verify { cache_dir } => cache_cmd::verify(cache_dir.as_deref()),
+        CacheCommand::Gc {
+            max_size,
+            cache_dir,
+        } => cache_cmd::gc(cache_dir.as_deref(), max_size),
+    }
+}
 
 /// The command line. `exec` is parsed on its own ([`ExecCli`]): it starts once per command,
 /// and the whole tree costs more to build than the rest of its argument handling.
@@ -396,6 +411,19 @@ fn run(args: RunArgs) -> Outcome {
             .unwrap_or_else(|_| state_dir.clone()),
     };
 
+    let cache = if args.dry_run || args.no_cache {
+        None
+    } else {
+        let dir = match cache_cmd::dir(args.cache_dir.as_deref()) {
+            Ok(d) => d,
+            Err(f) => return Ok(Err(f)),
+        };
+        match cache_cmd::open_for_run(&dir, args.cache_namespace.as_deref())? {
+            Ok(c) => Some(Arc::new(c)),
+            Err(f) => return Ok(Err(f)),
+        }
+    };
+
     // Processes that leave their step's group (setsid) come back to us and are killed when
     // the run ends.
     if let Err(e) = ci_intel_sandbox::adopt_orphans() {
@@ -444,7 +472,10 @@ fn run(args: RunArgs) -> Outcome {
                 },
                 ..ProcessExecutorConfig::default()
             };
-            let exec = ProcessExecutor::new(config, reporter.clone(), watchdog.clone());
+            let mut exec = ProcessExecutor::new(config, reporter.clone(), watchdog.clone());
+            if let Some(cache) = &cache {
+                exec = exec.with_cache(cache.clone());
+            }
             dispatch(
                 &plan,
                 &selection,

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use ci_intel_executor::OutputSink;
-use ci_intel_scheduler::{Event, Observer, Plan, RunReport, Selection, StepState};
+use ci_intel_scheduler::{Event, Observer, Plan, RunReport, Selection, StepResult, StepState};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Prints events and step output; a progress bar when stdout is a terminal.
@@ -141,6 +141,9 @@ impl Observer for Reporter {
                     .and_then(|o| o.message.clone())
                     .unwrap_or_default();
                 let line = match &result.state {
+                    StepState::Succeeded if cached(result) => {
+                        format!("    CACHED {} ({})", step.id, secs(result.duration))
+                    }
                     StepState::Succeeded => {
                         format!("      PASS {} ({})", step.id, secs(result.duration))
                     }
@@ -207,10 +210,11 @@ pub(crate) fn summary(report: &RunReport, run_dir: &Path) -> String {
     );
     let mut counts: Vec<(&str, usize)> = Vec::new();
     for r in &report.results {
+        let label = if cached(r) { "cached" } else { r.state.label() };
         s.push_str(&format!(
             "{:<width$}  {:<16}  {:>9}  {:>8}\n",
             r.id,
-            r.state.label(),
+            label,
             if r.attempts == 0 {
                 "-".into()
             } else {
@@ -218,9 +222,9 @@ pub(crate) fn summary(report: &RunReport, run_dir: &Path) -> String {
             },
             r.attempts
         ));
-        match counts.iter_mut().find(|(l, _)| *l == r.state.label()) {
+        match counts.iter_mut().find(|(l, _)| *l == label) {
             Some((_, n)) => *n += 1,
-            None => counts.push((r.state.label(), 1)),
+            None => counts.push((label, 1)),
         }
     }
     let counts: Vec<String> = counts.iter().map(|(l, n)| format!("{n} {l}")).collect();
@@ -233,6 +237,11 @@ pub(crate) fn summary(report: &RunReport, run_dir: &Path) -> String {
         run_dir.display()
     ));
     s
+}
+
+/// Whether a step succeeded by restoring its result from the cache.
+fn cached(r: &StepResult) -> bool {
+    r.state == StepState::Succeeded && r.outcome.as_ref().is_some_and(|o| o.cached)
 }
 
 /// The last `n` lines of a file, for failure excerpts.

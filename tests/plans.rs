@@ -86,6 +86,8 @@ fn the_demo_plan_runs_green() {
         plan.as_os_str(),
         "--state-dir".as_ref(),
         state.path().as_os_str(),
+        "--cache-dir".as_ref(),
+        state.path().join("cache").as_os_str(),
     ]);
     assert_eq!(
         out.status.code(),

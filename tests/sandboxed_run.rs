@@ -28,6 +28,7 @@ fn run_plan(plan: &str, files: &[(&str, &str)], extra: &[&str]) -> (tempfile::Te
         .args(["run", "plan.toml"])
         .args(extra)
         .current_dir(dir.path())
+        .env("XDG_CACHE_HOME", dir.path().join(".test-cache"))
         .env_remove("CI_INTEL_LOG")
         .output()
         .unwrap();
@@ -238,6 +239,7 @@ fn a_step_can_run_from_a_root_under_dev_shm() {
     let out = Command::new(BIN)
         .args(["run", "plan.toml"])
         .current_dir(dir.path())
+        .env("XDG_CACHE_HOME", dir.path().join(".test-cache"))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

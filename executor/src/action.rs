@@ -53,6 +53,11 @@ pub struct Action {
     /// How the attempt is isolated; `None` runs it without the sandbox (`sandbox = false`
     /// or `--no-sandbox`).
     pub sandbox: Option<ActionSandbox>,
+    /// Whether the result may be looked up in and stored to the cache (when the executor
+    /// has one). Only sandboxed attempts are: an unsandboxed step's inputs are unknown.
+    pub cache: bool,
+    /// Programs whose bytes enter the action key, by name on the step's `PATH` or by path.
+    pub tools: Vec<String>,
 }
 
 /// What the runtime secret sweep does with a finding.
@@ -202,6 +207,8 @@ pub struct Outcome {
     pub log_path: PathBuf,
     /// A one-line explanation for a person (`command not found: x`, `timed out after 5s`).
     pub message: Option<String>,
+    /// Whether the result was restored from the cache instead of run.
+    pub cached: bool,
 }
 
 impl Outcome {
@@ -221,6 +228,7 @@ impl Outcome {
             output_bytes: 0,
             log_path,
             message: None,
+            cached: false,
         }
     }
 }

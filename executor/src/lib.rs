@@ -19,6 +19,7 @@
 //! through with fake executors.
 
 mod action;
+mod cache;
 mod cancel;
 mod output;
 mod process;

@@ -5,8 +5,10 @@ use std::ffi::OsString;
 use std::fs::OpenOptions;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use ci_intel_cache::store::{LocalCache, RestoreError, StoreError, StoreRequest};
 use ci_intel_sandbox::{
     Allowlist, Child, EgressEvent, EgressProxy, Isolation, NetworkMode, Policy, SpawnError,
     Watchdog,
@@ -18,6 +20,7 @@ use tokio::time::sleep_until;
 use std::path::PathBuf;
 
 use crate::action::{Action, ActionSandbox, FixedEnv, NetworkAccess, Outcome, SecretScan, Status};
+use crate::cache;
 use crate::cancel::{Cancel, CancelLevel};
 use crate::output::{OutputProcessor, OutputSink, command_not_found};
 use crate::workspace::{Exclusions, Staging, visible_inputs_excluding};
@@ -53,6 +56,9 @@ pub struct ProcessExecutor {
     config: ProcessExecutorConfig,
     sink: Arc<dyn OutputSink>,
     watchdog: Option<Watchdog>,
+    cache: Option<Arc<LocalCache>>,
+    /// Whether the run was told its key cannot publish to the trusted namespace.
+    warned_untrusted: AtomicBool,
 }
 
 impl std::fmt::Debug for ProcessExecutor {
@@ -60,6 +66,10 @@ impl std::fmt::Debug for ProcessExecutor {
         f.debug_struct("ProcessExecutor")
             .field("config", &self.config)
             .field("watchdog", &self.watchdog)
+            .field(
+                "cache",
+                &self.cache.as_ref().map(|c| c.root().to_path_buf()),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -76,10 +86,20 @@ impl ProcessExecutor {
             config,
             sink,
             watchdog,
+            cache: None,
+            warned_untrusted: AtomicBool::new(false),
         }
     }
 
-    fn policy(&self, action: &Action) -> Result<(Policy, Vec<Vec<u8>>), String> {
+    /// Looks sandboxed actions up in `cache` before running them, and stores their results.
+    pub fn with_cache(mut self, cache: Arc<LocalCache>) -> ProcessExecutor {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The attempt's environment as a policy, the secret values to redact, and the
+    /// environment itself (for the action key).
+    fn policy(&self, action: &Action) -> Result<(Policy, Vec<Vec<u8>>, Env), String> {
         use std::os::unix::ffi::OsStrExt as _;
         // Host values need not be UTF-8: they pass through as bytes.
         let mut env: BTreeMap<String, OsString> = self
@@ -109,10 +129,152 @@ impl ProcessExecutor {
             }
         }
         let policy = env
-            .into_iter()
+            .iter()
             .fold(Policy::new(&action.cwd), |p, (k, v)| p.env(k, v));
-        Ok((policy, secrets))
+        Ok((policy, secrets, env))
     }
+}
+
+/// A restored entry.
+struct Hit {
+    namespace: String,
+    exit_code: i32,
+}
+
+impl ProcessExecutor {
+    /// Looks the attempt up and restores a verified hit: its outputs, then its recorded
+    /// output replayed. `None` is a miss (broken entries found on the way are quarantined
+    /// and said so in the log).
+    fn restore(
+        &self,
+        cache: &LocalCache,
+        keyed: &cache::Keyed,
+        sb: &ActionSandbox,
+        action: &Action,
+        out: &mut OutputProcessor<'_>,
+    ) -> std::io::Result<Option<Hit>> {
+        let lookup = cache.lookup(&keyed.key);
+        for q in &lookup.quarantined {
+            out.note(&quarantine_line(q))?;
+        }
+        let Some(entry) = lookup.entry else {
+            return Ok(None);
+        };
+        if let Err(e) = cache::clear_outputs(&action.cwd, &sb.outputs) {
+            out.note(&format!("cache hit not used: clearing the outputs: {e}"))?;
+            return Ok(None);
+        }
+        let mtime =
+            std::time::UNIX_EPOCH + Duration::from_secs(self.config.fixed_env.source_date_epoch);
+        // The recorded output goes to a file first, verified, then is replayed from it.
+        let replay = action.log_path.with_extension("cached-output");
+        match cache
+            .restore(&entry, &action.cwd, Some(mtime))
+            .and_then(|()| cache.restore_log(&entry, &replay))
+        {
+            Ok(()) => {}
+            Err(RestoreError::Corrupt(q)) => {
+                out.note(&quarantine_line(&q))?;
+                return Ok(None);
+            }
+            Err(e) => {
+                out.note(&format!("cache hit not used: {}", cache::chain(&e)))?;
+                return Ok(None);
+            }
+        };
+        let replayed = std::fs::File::open(&replay).and_then(|mut f| {
+            use std::io::Read as _;
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match f.read(&mut buf)? {
+                    0 => return Ok(()),
+                    n => out.feed(&buf[..n])?,
+                }
+            }
+        });
+        let _ = std::fs::remove_file(&replay);
+        replayed?;
+        out.note(&format!(
+            "cached: restored from the {} namespace (key {}, signed by {})",
+            entry.namespace, keyed.key, entry.signer
+        ))?;
+        Ok(Some(Hit {
+            namespace: entry.namespace,
+            exit_code: entry.manifest.exit_code,
+        }))
+    }
+
+    /// Stores a clean run's result, unless an input changed while it ran.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site; the attempt's pieces"
+    )]
+    fn store(
+        &self,
+        cache: &LocalCache,
+        keyed: &cache::Keyed,
+        sb: &ActionSandbox,
+        action: &Action,
+        log_start: u64,
+        duration: Duration,
+        out: &mut OutputProcessor<'_>,
+    ) -> std::io::Result<()> {
+        let changed = keyed.changed_inputs();
+        if !changed.is_empty() {
+            let shown: Vec<&str> = changed.iter().take(5).map(String::as_str).collect();
+            out.note(&format!(
+                "warning: not cached: input{} changed while the step ran: {}{}",
+                if changed.len() == 1 { "" } else { "s" },
+                shown.join(", "),
+                if changed.len() > shown.len() {
+                    ", ..."
+                } else {
+                    ""
+                }
+            ))?;
+            tracing::warn!(
+                "{}: not cached: {} changed while the step ran",
+                action.step,
+                shown.join(", ")
+            );
+            return Ok(());
+        }
+        let outputs = cache::existing_outputs(&action.cwd, &sb.outputs);
+        let request = StoreRequest {
+            key: keyed.key,
+            summary: keyed.summary.clone(),
+            root: &action.cwd,
+            outputs: &outputs,
+            exit_code: 0,
+            log: &action.log_path,
+            log_offset: log_start,
+            duration,
+        };
+        match cache.store(&request) {
+            Ok(_) => {}
+            Err(e @ StoreError::NotTrusted(_)) => {
+                if !self.warned_untrusted.swap(true, Ordering::Relaxed) {
+                    tracing::warn!("results are not cached: {e}");
+                }
+            }
+            Err(e) => {
+                out.note(&format!("warning: not cached: {}", cache::chain(&e)))?;
+                tracing::warn!("{}: not cached: {}", action.step, cache::chain(&e));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The log line of a quarantined entry.
+fn quarantine_line(q: &ci_intel_cache::store::Quarantine) -> String {
+    format!(
+        "cache_quarantine: {} entry {} moved to {}: {}",
+        q.namespace,
+        q.key,
+        q.path.display(),
+        q.reason
+    )
 }
 
 fn open_log(path: &Path) -> Result<std::fs::File, ExecuteError> {
@@ -140,7 +302,10 @@ impl Execute for ProcessExecutor {
             source,
         };
         let policy = self.policy(&action);
-        let secrets = policy.as_ref().map(|(_, s)| s.clone()).unwrap_or_default();
+        let secrets = policy
+            .as_ref()
+            .map(|(_, s, _)| s.clone())
+            .unwrap_or_default();
         let mut out = OutputProcessor::new(
             &action.step,
             log_file,
@@ -160,8 +325,8 @@ impl Execute for ProcessExecutor {
         outcome.started_at = started_at;
         outcome.exit_code = None;
 
-        let policy = match policy {
-            Ok((p, _)) => p,
+        let (policy, mut env) = match policy {
+            Ok((p, _, env)) => (p, env),
             Err(message) => {
                 return stop_before_start(&mut out, outcome, message, start, log_err);
             }
@@ -179,21 +344,59 @@ impl Execute for ProcessExecutor {
             out.note(&format!("warning: secret sweep: {what}"))
                 .map_err(log_err)?;
         }
-        let (policy, staging, allow) = match &action.sandbox {
+        let (policy, staging, allow, visible) = match &action.sandbox {
             None => {
                 std::fs::create_dir_all(&action.home).map_err(|source| ExecuteError::Home {
                     path: action.home.clone(),
                     source,
                 })?;
-                (policy, None, None)
+                (policy, None, None, Vec::new())
             }
-            Some(sb) => match isolate(policy, &action, sb, &mut out) {
+            Some(sb) => match isolate(policy, &action, sb, &mut out, &mut env) {
                 Ok(v) => v,
                 Err(message) => {
                     return stop_before_start(&mut out, outcome, message, start, log_err);
                 }
             },
         };
+
+        // The cache: a verified hit is restored instead of running the step.
+        let log_start = std::fs::metadata(&action.log_path).map_or(0, |m| m.len());
+        let keyed = match (&self.cache, &action.sandbox) {
+            (Some(_), Some(sb)) if action.cache => {
+                let cx = cache::KeyContext {
+                    env: &env,
+                    inputs: &visible,
+                    source_date_epoch: self.config.fixed_env.source_date_epoch,
+                };
+                match cache::key(&action, sb, &cx) {
+                    Ok(k) => Some(k),
+                    Err(e) => {
+                        out.note(&format!("cache not used: {e}")).map_err(log_err)?;
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        if let (Some(cache), Some(keyed), Some(sb)) = (&self.cache, &keyed, &action.sandbox) {
+            if let Some(hit) = self
+                .restore(cache, keyed, sb, &action, &mut out)
+                .map_err(log_err)?
+            {
+                if let Some(staging) = &staging {
+                    let _ = std::fs::remove_dir_all(staging.staging_dir());
+                }
+                out.finish().map_err(log_err)?;
+                outcome.status = Status::Succeeded;
+                outcome.exit_code = Some(hit.exit_code);
+                outcome.cached = true;
+                outcome.output_bytes = out.total;
+                outcome.duration = start.elapsed();
+                outcome.message = Some(format!("cached ({})", hit.namespace));
+                return Ok(outcome);
+            }
+        }
 
         if cancel.level() > CancelLevel::None {
             outcome.status = Status::Cancelled;
@@ -231,12 +434,7 @@ impl Execute for ProcessExecutor {
                 return Ok(outcome);
             }
             Err(e @ SpawnError::Sandbox { .. }) => {
-                let mut message = e.to_string();
-                let mut src = std::error::Error::source(&e);
-                while let Some(c) = src {
-                    message.push_str(&format!(": {c}"));
-                    src = c.source();
-                }
+                let mut message = cache::chain(&e);
                 message.push_str(
                     " (`ci-intel doctor` says what this host lacks and how to fix it; \
                      `sandbox = false` or --no-sandbox runs a step without the sandbox)",
@@ -356,6 +554,23 @@ impl Execute for ProcessExecutor {
             }
         }
         out.finish().map_err(log_err)?;
+        if let (Some(cache), Some(keyed), Some(sb), true) = (
+            &self.cache,
+            &keyed,
+            &action.sandbox,
+            stopping.is_none() && exit.success() && collect_error.is_none(),
+        ) {
+            self.store(
+                cache,
+                keyed,
+                sb,
+                &action,
+                log_start,
+                start.elapsed(),
+                &mut out,
+            )
+            .map_err(log_err)?;
+        }
 
         outcome.duration = start.elapsed();
         outcome.exit_code = exit.code;
@@ -470,7 +685,12 @@ fn expand(path: &str, root: &Path) -> Result<PathBuf, String> {
     Ok(root.join(path))
 }
 
-type Isolated = (Policy, Option<Staging>, Option<Allowlist>);
+/// The isolated policy, its output staging, the egress allowlist, and the visible input
+/// paths.
+type Isolated = (Policy, Option<Staging>, Option<Allowlist>, Vec<PathBuf>);
+
+/// The environment of an attempt.
+type Env = BTreeMap<String, OsString>;
 
 /// The sandbox policy of a sandboxed attempt: what it sees, its network, its limits.
 fn isolate(
@@ -478,6 +698,7 @@ fn isolate(
     action: &Action,
     sb: &ActionSandbox,
     out: &mut OutputProcessor<'_>,
+    env: &mut Env,
 ) -> Result<Isolated, String> {
     let read = sb
         .read
@@ -529,12 +750,21 @@ fn isolate(
     // The private home, unless the plan asks for the host's by name.
     let declared =
         |name: &str| action.env.contains_key(name) || action.pass_env.iter().any(|n| n == name);
-    let policy = isolation
+    let extra: Vec<(&str, String)> = isolation
         .env()
         .into_iter()
         .filter(|(name, _)| !matches!(*name, "HOME" | "USER" | "LOGNAME") || !declared(name))
-        .fold(policy, |p, (k, v)| p.env(k, v));
-    Ok((policy.isolate(isolation), Some(staging), allow))
+        .collect();
+    for (k, v) in &extra {
+        env.insert((*k).to_string(), v.into());
+    }
+    let policy = extra.into_iter().fold(policy, |p, (k, v)| p.env(k, v));
+    Ok((
+        policy.isolate(isolation),
+        Some(staging),
+        allow,
+        inputs.paths,
+    ))
 }
 
 fn signal(child: &Child, sig: Signal) {
@@ -598,6 +828,8 @@ mod tests {
             max_attempts: 1,
             secret_scan: SecretScan::Deny,
             sandbox: None,
+            cache: false,
+            tools: vec![],
         }
     }
 

@@ -551,6 +551,8 @@ fn action_for(
             crate::plan::SecretScan::Deny => SecretScan::Deny,
             crate::plan::SecretScan::Warn => SecretScan::Warn,
         },
+        cache: sandbox.is_some() && step.cache.allows(!step.secrets.is_empty()),
+        tools: step.tools.clone(),
         sandbox,
     }
 }

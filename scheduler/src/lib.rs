@@ -24,6 +24,6 @@ pub use dispatch::{
 pub use estimate::{DurationEstimator, StaticEstimator};
 pub use graph::{Selection, SelectionError, priorities, render_dot, render_mermaid};
 pub use plan::{
-    Backoff, Limits, Network, Plan, RetryPolicy, SandboxSpec, SecretScan, Step, load_plan,
-    parse_plan,
+    Backoff, CachePolicy, Limits, Network, Plan, RetryPolicy, SandboxSpec, SecretScan, Step,
+    load_plan, parse_plan,
 };

@@ -91,7 +91,7 @@ pub struct Step {
     /// Slot weight.
     pub cpus: u32,
     /// Whether results may be cached.
-    pub cache: bool,
+    pub cache: CachePolicy,
     /// Whether a failure of this step fails the run.
     pub allow_failure: bool,
     /// Tools whose bytes enter the action key.
@@ -148,6 +148,29 @@ impl Default for SandboxSpec {
             write: Vec::new(),
             limits: Limits::default(),
             secret_scan: SecretScan::default(),
+        }
+    }
+}
+
+/// Whether a step's result may be cached (`cache`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CachePolicy {
+    /// Not set: cached, unless the step has secrets.
+    #[default]
+    Default,
+    /// `cache = true`: cached, even with secrets (their values never enter the key).
+    Always,
+    /// `cache = false`: always run.
+    Never,
+}
+
+impl CachePolicy {
+    /// Whether a step with (or without) secrets is cached under this policy.
+    pub fn allows(self, has_secrets: bool) -> bool {
+        match self {
+            CachePolicy::Default => !has_secrets,
+            CachePolicy::Always => true,
+            CachePolicy::Never => false,
         }
     }
 }
@@ -1269,7 +1292,11 @@ impl Validator<'_> {
             timeout,
             retries,
             cpus,
-            cache: rs.cache.unwrap_or(true),
+            cache: match rs.cache {
+                None => CachePolicy::Default,
+                Some(true) => CachePolicy::Always,
+                Some(false) => CachePolicy::Never,
+            },
             allow_failure: rs.allow_failure.unwrap_or(false),
             tools,
             deterministic: rs.deterministic.unwrap_or(false),

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use ci_intel_executor::Layer;
-use ci_intel_scheduler::{Backoff, LoadError, Network, parse_plan};
+use ci_intel_scheduler::{Backoff, CachePolicy, LoadError, Network, parse_plan};
 use insta::assert_snapshot;
 
 /// The rendered error of a plan that must not parse.
@@ -1053,8 +1053,11 @@ fn example_plan_parses() {
     assert_eq!(test.timeout, Some(Duration::from_secs(600)));
     assert_eq!(test.retries.count, 2);
     assert_eq!(test.retries.backoff, Backoff::Exponential);
-    assert!(!test.cache);
-    assert!(core.cache);
+    assert_eq!(test.cache, CachePolicy::Never);
+    assert_eq!(core.cache, CachePolicy::Default);
+    assert!(!test.cache.allows(false));
+    assert!(core.cache.allows(false) && !core.cache.allows(true));
+    assert!(CachePolicy::Always.allows(true));
     assert_eq!(test.secrets, ["CODECOV_TOKEN"]);
     // Dependencies come before their dependents.
     let pos = |i: usize| plan.topo.iter().position(|&t| t == i).unwrap();

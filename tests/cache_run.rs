@@ -1,0 +1,339 @@
+//! `ci-intel run` with the cache, end to end: a second run restores instead of running,
+//! changes to what a step sees miss, broken entries are quarantined and re-run, and the
+//! steps that must not be cached are not.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ci-intel");
+
+/// A plan root with a cache of its own.
+struct Workspace {
+    dir: tempfile::TempDir,
+}
+
+/// One run's result.
+struct Ran {
+    out: Output,
+    stdout: String,
+}
+
+impl Ran {
+    fn ok(&self) -> &Self {
+        assert_eq!(self.out.status.code(), Some(0), "{}", self.show());
+        self
+    }
+
+    fn show(&self) -> String {
+        format!(
+            "{}\n--- stderr\n{}",
+            self.stdout,
+            String::from_utf8_lossy(&self.out.stderr)
+        )
+    }
+
+    /// The STATUS column of `step` in the summary table.
+    fn status(&self, step: &str) -> String {
+        let table = self.stdout.split_once("\nSTEP ").map_or("", |t| t.1);
+        table
+            .lines()
+            .find_map(|l| {
+                let mut cols = l.split_whitespace();
+                (cols.next() == Some(step)).then(|| cols.next().unwrap_or("").to_string())
+            })
+            .unwrap_or_else(|| panic!("no row for {step}:\n{}", self.show()))
+    }
+}
+
+impl Workspace {
+    fn new(plan: &str, files: &[(&str, &str)]) -> Workspace {
+        let w = Workspace {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        w.write("plan.toml", plan);
+        for (name, text) in files {
+            w.write(name, text);
+        }
+        w
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn write(&self, name: &str, text: &str) {
+        let p = self.path().join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    fn cache_dir(&self) -> PathBuf {
+        self.path().join(".cache-dir")
+    }
+
+    fn run(&self, extra: &[&str]) -> Ran {
+        let out = Command::new(BIN)
+            .args(["run", "plan.toml", "--cache-dir"])
+            .arg(self.cache_dir())
+            .args(extra)
+            .current_dir(self.path())
+            .env_remove("CI_INTEL_LOG")
+            .env_remove("GITHUB_ACTIONS")
+            .env_remove("CI")
+            .env_remove("CI_INTEL_CACHE_KEY")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        Ran { out, stdout }
+    }
+
+    /// How many times the step's command ran: each run appends a line to `counter/STEP`,
+    /// a writable path (`write`) that is not an output, so a restore never touches it.
+    fn runs_of(&self, step: &str) -> usize {
+        std::fs::read_to_string(self.path().join("counter").join(step))
+            .map_or(0, |s| s.lines().count())
+    }
+}
+
+/// A two-step plan: `build` compiles (copies) the source into outputs, `check` reads
+/// them. Each step also appends to a counter in a writable path, so the test can tell a
+/// run from a restore.
+const PLAN: &str = r#"
+version = 1
+
+[sandbox]
+write = ["counter"]
+
+[steps.build]
+run = """
+echo run >> counter/build
+mkdir -p out/sub
+cp src/main.txt out/main.txt
+tr a-z A-Z < src/main.txt > out/sub/upper.txt
+ln -s sub/upper.txt out/link
+chmod 755 out/main.txt
+echo built
+"""
+inputs = ["src/**"]
+outputs = ["out/"]
+
+[steps.check]
+needs = ["build"]
+run = """
+echo run >> counter/check
+grep -q hello out/sub/upper.txt || grep -q HELLO out/sub/upper.txt
+echo checked
+"""
+"#;
+
+fn workspace() -> Workspace {
+    let w = Workspace::new(PLAN, &[("src/main.txt", "hello\n")]);
+    std::fs::create_dir_all(w.path().join("counter")).unwrap();
+    w
+}
+
+#[test]
+fn a_second_run_restores_every_step_from_the_cache() {
+    let w = workspace();
+    let first = w.run(&[]);
+    first.ok();
+    assert_eq!(first.status("build"), "succeeded");
+    assert_eq!((w.runs_of("build"), w.runs_of("check")), (1, 1));
+    let built = std::fs::read(w.path().join("out/sub/upper.txt")).unwrap();
+
+    // The outputs are gone (a fresh checkout): the cache brings them back.
+    std::fs::remove_dir_all(w.path().join("out")).unwrap();
+    let second = w.run(&[]);
+    second.ok();
+    assert_eq!(second.status("build"), "cached", "{}", second.show());
+    assert_eq!(second.status("check"), "cached", "{}", second.show());
+    assert!(second.stdout.contains("CACHED build"), "{}", second.show());
+    // A fresh cache on a machine outside CI trusts the machine's own key, and says so once.
+    let notice = "now trusts this machine's signing key";
+    assert!(
+        String::from_utf8_lossy(&first.out.stderr).contains(notice),
+        "{}",
+        first.show()
+    );
+    assert!(
+        !String::from_utf8_lossy(&second.out.stderr).contains(notice),
+        "{}",
+        second.show()
+    );
+    assert_eq!(
+        (w.runs_of("build"), w.runs_of("check")),
+        (1, 1),
+        "nothing ran again"
+    );
+    assert!(second.stdout.contains("2 cached"), "{}", second.show());
+    // Outputs restored exactly: content, mode, links.
+    assert_eq!(
+        std::fs::read(w.path().join("out/sub/upper.txt")).unwrap(),
+        built
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(w.path().join("out/main.txt"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o755);
+    assert_eq!(
+        std::fs::read_link(w.path().join("out/link")).unwrap(),
+        Path::new("sub/upper.txt")
+    );
+    // The step's recorded output is replayed.
+    assert!(second.stdout.contains("[build] built"), "{}", second.show());
+}
+
+#[test]
+fn a_changed_input_misses_and_its_dependents_too() {
+    let w = workspace();
+    w.run(&[]).ok();
+    w.write("src/main.txt", "hello, world\n");
+    let second = w.run(&[]);
+    second.ok();
+    assert_eq!(second.status("build"), "succeeded", "{}", second.show());
+    // check's inputs are build's outputs, which changed.
+    assert_eq!(second.status("check"), "succeeded", "{}", second.show());
+    assert_eq!((w.runs_of("build"), w.runs_of("check")), (2, 2));
+    // Going back to the first content hits the first entries again.
+    w.write("src/main.txt", "hello\n");
+    let third = w.run(&[]);
+    assert_eq!(third.status("build"), "cached", "{}", third.show());
+    assert_eq!(third.status("check"), "cached", "{}", third.show());
+}
+
+#[test]
+fn a_changed_command_or_environment_misses() {
+    let w = workspace();
+    w.run(&[]).ok();
+    let plan = PLAN.replace("echo checked", "echo checked again");
+    w.write("plan.toml", &plan);
+    let second = w.run(&[]);
+    assert_eq!(second.status("build"), "cached", "{}", second.show());
+    assert_eq!(second.status("check"), "succeeded", "{}", second.show());
+    let plan = format!("{plan}\n[env]\nOPT = \"1\"\n");
+    w.write("plan.toml", &plan);
+    let third = w.run(&[]);
+    assert_eq!(third.status("build"), "succeeded", "{}", third.show());
+}
+
+#[test]
+fn a_corrupt_entry_is_quarantined_and_the_step_runs_again() {
+    let w = workspace();
+    w.run(&[]).ok();
+    // Damage every blob of the cache.
+    let cas = w.cache_dir().join("cas");
+    let mut damaged = 0;
+    for shard in std::fs::read_dir(&cas).unwrap() {
+        for blob in std::fs::read_dir(shard.unwrap().path()).unwrap() {
+            let p = blob.unwrap().path();
+            let mut bytes = std::fs::read(&p).unwrap();
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 0x40;
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+            std::fs::write(&p, bytes).unwrap();
+            damaged += 1;
+        }
+    }
+    assert!(damaged > 0);
+    std::fs::remove_dir_all(w.path().join("out")).unwrap();
+    let second = w.run(&[]);
+    second.ok();
+    assert_eq!(second.status("build"), "succeeded", "{}", second.show());
+    assert_eq!(w.runs_of("build"), 2, "the step ran again");
+    // The outputs on disk are the real ones, never the corrupt blobs.
+    assert_eq!(
+        std::fs::read_to_string(w.path().join("out/sub/upper.txt")).unwrap(),
+        "HELLO\n"
+    );
+    let quarantine: Vec<_> = std::fs::read_dir(w.cache_dir().join("quarantine"))
+        .unwrap()
+        .collect();
+    assert!(!quarantine.is_empty(), "an entry went to quarantine");
+    let log = std::fs::read_dir(w.path().join(".ci-intel/runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter_map(|d| std::fs::read_to_string(d.join("build.log")).ok())
+        .collect::<String>();
+    assert!(log.contains("cache_quarantine:"), "{log}");
+}
+
+#[test]
+fn no_cache_runs_everything_and_stores_nothing() {
+    let w = workspace();
+    w.run(&["--no-cache"]).ok();
+    let second = w.run(&["--no-cache"]);
+    assert_eq!(second.status("build"), "succeeded");
+    assert_eq!(w.runs_of("build"), 2);
+    assert!(!w.cache_dir().join("ac").exists(), "nothing stored");
+}
+
+#[test]
+fn steps_that_must_not_be_cached_always_run() {
+    let plan = r#"
+version = 1
+[sandbox]
+write = ["counter"]
+
+[steps.off]
+run = "echo run >> counter/off"
+cache = false
+
+[steps.secret]
+run = "echo run >> counter/secret"
+secrets = ["TEST_SECRET_VALUE"]
+
+[steps.unsandboxed]
+run = "echo run >> counter/unsandboxed"
+sandbox = false
+
+[steps.optin]
+run = "echo run >> counter/optin"
+secrets = ["TEST_SECRET_VALUE"]
+cache = true
+"#;
+    let w = Workspace::new(plan, &[]);
+    std::fs::create_dir_all(w.path().join("counter")).unwrap();
+    let run = |w: &Workspace| {
+        let out = Command::new(BIN)
+            .args(["run", "plan.toml", "--cache-dir"])
+            .arg(w.cache_dir())
+            .current_dir(w.path())
+            .env("TEST_SECRET_VALUE", "s3cr3t-value-for-the-test")
+            .env_remove("GITHUB_ACTIONS")
+            .env_remove("CI")
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    };
+    run(&w);
+    run(&w);
+    assert_eq!(w.runs_of("off"), 2, "cache = false");
+    assert_eq!(w.runs_of("secret"), 2, "a step with secrets");
+    assert_eq!(w.runs_of("unsandboxed"), 2, "sandbox = false");
+    assert_eq!(w.runs_of("optin"), 1, "secrets with cache = true opt in");
+}
+
+#[test]
+fn a_pull_request_run_does_not_poison_the_trusted_namespace() {
+    let w = workspace();
+    // A pull request's run stores in its own namespace...
+    w.run(&["--cache-namespace", "fork-pr-7"]).ok();
+    assert_eq!(w.runs_of("build"), 1);
+    // ...which a trusted run does not read.
+    std::fs::remove_dir_all(w.path().join("out")).unwrap();
+    let trusted = w.run(&[]);
+    assert_eq!(trusted.status("build"), "succeeded", "{}", trusted.show());
+    assert_eq!(w.runs_of("build"), 2);
+    // The pull request reads the trusted entry now.
+    std::fs::remove_dir_all(w.path().join("out")).unwrap();
+    let pr = w.run(&["--cache-namespace", "fork-pr-7"]);
+    assert_eq!(pr.status("build"), "cached", "{}", pr.show());
+}
