@@ -279,7 +279,8 @@ fn parse_port(s: &str) -> Option<u16> {
 
 /// Lowercases a DNS name and drops one trailing dot; `None` if it is not a valid name
 /// (labels of 1 to 63 letters, digits, `-` or `_`, not starting or ending with `-`; at
-/// most 253 characters).
+/// most 253 characters; the last label not all digits, so that no name reads as an IPv4
+/// address: `127.0.0.1.` or `1.2.3`, which the resolver would take for 1.2.0.3).
 fn normalize_name(s: &str) -> Option<String> {
     let s = s.strip_suffix('.').unwrap_or(s);
     if s.is_empty() || s.len() > 253 {
@@ -293,9 +294,11 @@ fn normalize_name(s: &str) -> Option<String> {
             && l.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
-    s.split('.')
-        .all(valid_label)
-        .then(|| s.to_ascii_lowercase())
+    let numeric_top = s
+        .rsplit('.')
+        .next()
+        .is_some_and(|top| top.bytes().all(|b| b.is_ascii_digit()));
+    (s.split('.').all(valid_label) && !numeric_top).then(|| s.to_ascii_lowercase())
 }
 
 /// An IPv4 literal, or an IPv6 literal with or without brackets.
@@ -1070,7 +1073,9 @@ mod tests {
         assert!(!list.allows_addr(sa("127.0.0.2:8080")));
         // Address entries are not names, and address literals never match names.
         assert!(!list.allows_host("127.0.0.1", 8080));
-        assert!(!allow(&["*.0.0.1:80"]).allows_host("127.0.0.1", 80));
+        // (A wildcard that could read as part of an address, `*.0.0.1`, is refused when
+        // parsed: see bad_entries_are_rejected_with_the_reason.)
+        assert!(!allow(&["*.example.com:80"]).allows_host("127.0.0.1", 80));
         // A mapped entry is stored in its IPv4 form.
         assert!(allow(&["[::ffff:10.0.0.1]:80"]).allows_addr(sa("10.0.0.1:80")));
     }
@@ -1097,6 +1102,9 @@ mod tests {
             "example.com:443,*.example.org:80,[::1]:8080,10.0.0.1:1"
         );
         assert_eq!(Allowlist::parse(list.to_string().split(',')), Ok(list));
+        // Digits are fine in a name, except as its last label.
+        let names = allow(&["1password.com:443", "a1.b2.c3:443", "s3.amazonaws.com:443"]);
+        assert_eq!(Allowlist::parse(names.to_string().split(',')), Ok(names));
     }
 
     #[test]
@@ -1128,6 +1136,12 @@ mod tests {
             ("a..b:443", E::BadHost),
             ("*.:443", E::BadHost),
             ("user@example.com:443", E::BadHost),
+            // Found by fuzzing: an address with a trailing dot was a name entry that
+            // displayed as an address entry.
+            ("127.0.0.1.:443", E::BadHost),
+            ("2.0.0.1.:4", E::BadHost),
+            ("1.2.3:80", E::BadHost),
+            ("*.0.1:80", E::BadHost),
         ];
         for (entry, variant) in cases {
             assert_eq!(
