@@ -96,44 +96,6 @@ impl fmt::Debug for ActionKey {
     }
 }
 
-/// The answer to a lookup.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Lookup {
-    /// Nothing usable is stored under the key; the action must run.
-    Miss,
-}
-
-/// Why a lookup failed as a fault of the cache itself (not a miss).
-#[derive(Debug, thiserror::Error)]
-pub enum LookupError {
-    /// The store could not be read.
-    #[error("cache store unreadable")]
-    Io(#[source] std::io::Error),
-}
-
-/// What the executor asks of a cache.
-pub trait ActionCache: Send + Sync + fmt::Debug {
-    /// Looks up `key`. A verified hit or a miss; never an unverified entry.
-    fn lookup(&self, key: &ActionKey) -> Result<Lookup, LookupError>;
-
-    /// A short name for reports (`"disabled"`, `"local"`, ...).
-    fn name(&self) -> &'static str;
-}
-
-/// A cache that stores nothing: every lookup misses.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Disabled;
-
-impl ActionCache for Disabled {
-    fn lookup(&self, _key: &ActionKey) -> Result<Lookup, LookupError> {
-        Ok(Lookup::Miss)
-    }
-
-    fn name(&self) -> &'static str {
-        "disabled"
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,10 +109,5 @@ mod tests {
         assert_eq!(s.len(), 64);
         assert!(s.starts_with("ab00"));
         assert!(s.ends_with("01"));
-    }
-
-    #[test]
-    fn disabled_cache_always_misses() {
-        assert_eq!(Disabled.lookup(&ActionKey([7; 32])).unwrap(), Lookup::Miss);
     }
 }

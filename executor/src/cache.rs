@@ -206,6 +206,17 @@ pub(crate) fn existing_outputs(root: &Path, outputs: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// Whether `path` (root-relative, `/`-separated) is a declared output or beneath one.
+pub(crate) fn is_declared(path: &str, outputs: &[String]) -> bool {
+    outputs.iter().any(|o| {
+        let o = o.trim_end_matches('/');
+        path == o
+            || path
+                .strip_prefix(o)
+                .is_some_and(|rest| rest.starts_with('/'))
+    })
+}
+
 /// Removes the declared outputs under `root` before a restore, so nothing stale is left
 /// beside what the entry holds. Links are removed, never followed.
 pub(crate) fn clear_outputs(root: &Path, outputs: &[String]) -> std::io::Result<()> {
@@ -218,4 +229,21 @@ pub(crate) fn clear_outputs(root: &Path, outputs: &[String]) -> std::io::Result<
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn declared_outputs_cover_their_own_paths_and_what_is_beneath_them() {
+        let outputs = ["build/obj/".to_string(), "a.o".to_string()];
+        assert!(is_declared("build/obj", &outputs));
+        assert!(is_declared("build/obj/x.o", &outputs));
+        assert!(is_declared("a.o", &outputs));
+        assert!(!is_declared("build/objects/x.o", &outputs));
+        assert!(!is_declared("build", &outputs));
+        assert!(!is_declared("a.o.bak", &outputs));
+        assert!(!is_declared("src/main.c", &outputs));
+    }
 }

@@ -6,9 +6,10 @@
 //! [`OutputSink`] (redacting secrets, bounded in memory whatever the step prints), the
 //! timeout and cancellation protocol (`SIGTERM` to the step's process group, a grace
 //! period, then `SIGKILL`), and the [`Outcome`]: succeeded, failed, timed out or cancelled,
-//! with timings, resource use and the log path. The cache lookup before a run and the
-//! publish after it belong here too, through [`ci_intel_cache::ActionCache`]; they are not
-//! wired yet, so every action runs.
+//! with timings, resource use and the log path. It also decides what the cache sees of an
+//! attempt (`cache.rs`): the action key of a sandboxed step, a verified restore instead of
+//! a run, and a store after a clean run whose inputs did not change meanwhile, through
+//! [`ci_intel_cache::store::LocalCache`].
 //!
 //! A step that fails is not an error: [`Execute::execute`] returns `Err` only for faults of
 //! the orchestrator itself (a log file that cannot be written, a pipe that cannot be made).

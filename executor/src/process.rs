@@ -160,6 +160,20 @@ impl ProcessExecutor {
         let Some(entry) = lookup.entry else {
             return Ok(None);
         };
+        // The key covers the declared outputs, so a verified entry names nothing else; a
+        // signer's bug must not write elsewhere in the workspace either.
+        if let Some(stray) = entry
+            .manifest
+            .outputs
+            .iter()
+            .find(|o| !cache::is_declared(&o.path, &sb.outputs))
+        {
+            out.note(&format!(
+                "cache hit not used: the entry has an output `{}` the step does not declare",
+                stray.path
+            ))?;
+            return Ok(None);
+        }
         if let Err(e) = cache::clear_outputs(&action.cwd, &sb.outputs) {
             out.note(&format!("cache hit not used: clearing the outputs: {e}"))?;
             return Ok(None);
