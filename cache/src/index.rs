@@ -79,10 +79,32 @@ fn to_u64(v: i64) -> u64 {
 
 impl Index {
     /// Opens (creating if needed) the index at `path`.
+    ///
+    /// Several processes may open a new index at once: switching it to WAL can fail with
+    /// `SQLITE_BUSY` without waiting (SQLite does not wait there, to avoid deadlocks), so
+    /// the set-up is retried for a while.
     pub fn open(path: &Path) -> Result<Index, IndexError> {
+        let mut attempt = 0;
+        loop {
+            match Index::try_open(path) {
+                Err(IndexError(rusqlite::Error::SqliteFailure(e, _)))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy && attempt < 200 =>
+                {
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn try_open(path: &Path) -> Result<Index, IndexError> {
         let db = Connection::open(path)?;
         db.busy_timeout(Duration::from_secs(5))?;
-        db.pragma_update(None, "journal_mode", "WAL")?;
+        let mode: String = db.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            db.pragma_update(None, "journal_mode", "WAL")?;
+        }
         db.pragma_update(None, "synchronous", "NORMAL")?;
         db.execute_batch(
             "CREATE TABLE IF NOT EXISTS entries (
@@ -222,5 +244,26 @@ mod tests {
         assert_eq!(ix.counter(Counter::Quarantined).unwrap(), 0);
         ix.remove("pr-1", "bb").unwrap();
         assert_eq!(ix.entries().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn many_openers_of_a_new_index_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.db");
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|i| {
+                    let path = &path;
+                    s.spawn(move || {
+                        let ix = Index::open(path)?;
+                        ix.stored("trusted", &format!("{i:02x}"), 1)
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join().unwrap().unwrap();
+            }
+        });
+        assert_eq!(Index::open(&path).unwrap().entries().unwrap().len(), 8);
     }
 }

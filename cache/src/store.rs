@@ -435,9 +435,13 @@ impl LocalCache {
         let dest = |path: &str| -> PathBuf { root.join(path) };
         let io_err = |path: PathBuf| move |e| RestoreError::Destination { path, source: e };
         let mut dirs = Vec::new();
+        // Directories known to be real (checked or made) on the way down.
+        let mut known = std::collections::HashSet::new();
+        // Files are restored after the tree is laid out, on several threads.
+        let mut files = Vec::new();
         for out in &entry.manifest.outputs {
             let path = dest(&out.path);
-            make_parents(root, &out.path).map_err(io_err(path.clone()))?;
+            make_parents(root, &out.path, &mut known).map_err(io_err(path.clone()))?;
             match &out.kind {
                 OutputKind::Dir { mode } => {
                     match fs::symlink_metadata(&path) {
@@ -446,6 +450,7 @@ impl LocalCache {
                         Err(_) => {}
                     }
                     fs::create_dir_all(&path).map_err(io_err(path.clone()))?;
+                    known.insert(path.clone());
                     dirs.push((path, *mode));
                 }
                 OutputKind::File { digest, size, mode } => {
@@ -454,9 +459,7 @@ impl LocalCache {
                         digest: *digest,
                         size: *size,
                     };
-                    if let Err(e) = self.cas.restore(&blob, &path, *mode, mtime) {
-                        return Err(self.restore_failure(entry, &blob, e, &path));
-                    }
+                    files.push((blob, path, *mode));
                 }
                 OutputKind::Symlink { target } => {
                     remove_dir_in_the_way(&path).map_err(io_err(path.clone()))?;
@@ -470,6 +473,7 @@ impl LocalCache {
                 }
             }
         }
+        self.restore_files(entry, &files, mtime)?;
         // Directory modes and times last, deepest first, once their contents are in.
         for (path, mode) in dirs.iter().rev() {
             let dir = fs::File::open(path).map_err(io_err(path.clone()))?;
@@ -482,6 +486,52 @@ impl LocalCache {
         }
         self.note(|ix| ix.hit(&entry.namespace, &entry.manifest.key.to_string()));
         Ok(())
+    }
+
+    /// Restores `files` (blob, destination, mode) on up to one thread per CPU; the first
+    /// failure stops the others and is what is returned (a corrupt blob quarantines the
+    /// entry). Each file is replaced only by verified content, whatever happens to others.
+    fn restore_files(
+        &self,
+        entry: &Entry,
+        files: &[(Blob, PathBuf, u32)],
+        mtime: Option<SystemTime>,
+    ) -> Result<(), RestoreError> {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(files.len());
+        let next = AtomicUsize::new(0);
+        let failed = AtomicBool::new(false);
+        let first_error: Mutex<Option<(Blob, ReadError, PathBuf)>> = Mutex::new(None);
+        let work = || {
+            while !failed.load(Ordering::Relaxed) {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((blob, path, mode)) = files.get(i) else {
+                    break;
+                };
+                if let Err(e) = self.cas.restore(blob, path, *mode, mtime) {
+                    failed.store(true, Ordering::Relaxed);
+                    let mut slot = first_error.lock().unwrap_or_else(|p| p.into_inner());
+                    if slot.is_none() {
+                        *slot = Some((*blob, e, path.clone()));
+                    }
+                }
+            }
+        };
+        if threads <= 1 {
+            work();
+        } else {
+            std::thread::scope(|s| {
+                for _ in 0..threads {
+                    s.spawn(work);
+                }
+            });
+        }
+        match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            Some((blob, e, path)) => Err(self.restore_failure(entry, &blob, e, &path)),
+            None => Ok(()),
+        }
     }
 
     fn restore_failure(
@@ -693,12 +743,19 @@ pub(crate) fn stays_inside(link: &str, target: &str) -> bool {
 
 /// Makes the directories above `rel` under `root`, refusing to go through a symbolic link:
 /// a link left in the workspace must not steer a restore out of it.
-fn make_parents(root: &Path, rel: &str) -> io::Result<()> {
+fn make_parents(
+    root: &Path,
+    rel: &str,
+    known: &mut std::collections::HashSet<PathBuf>,
+) -> io::Result<()> {
     let mut dir = root.to_path_buf();
     let mut parts: Vec<&str> = rel.split('/').collect();
     parts.pop();
     for part in parts {
         dir.push(part);
+        if known.contains(&dir) {
+            continue;
+        }
         match fs::symlink_metadata(&dir) {
             Ok(m) if m.is_dir() => {}
             Ok(m) if m.file_type().is_symlink() => {
@@ -714,6 +771,7 @@ fn make_parents(root: &Path, rel: &str) -> io::Result<()> {
             },
             Err(e) => return Err(e),
         }
+        known.insert(dir.clone());
     }
     Ok(())
 }
