@@ -292,3 +292,77 @@ pub(crate) fn gc(given: Option<&Path>, max_bytes: u64) -> Outcome {
     }
     Ok(Ok(exit::SUCCESS))
 }
+
+/// `ci-intel cache hash [--threads N] PATH...`: the digests the cache computes
+/// ([`ci_intel_cache::digest::of_files`] on `threads` threads, 0: one per CPU), printed as
+/// `b3sum PATH...` prints them.
+pub(crate) fn hash(paths: &[PathBuf], threads: usize) -> Outcome {
+    use std::io::Write as _;
+    let mut failed = false;
+    let mut complain = |path: &Path, e: &std::io::Error| {
+        failed = true;
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "ci-intel: cache hash: {}: {e}",
+            path.display()
+        );
+    };
+    let mut files = Vec::new();
+    for path in paths {
+        if !std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
+            files.push(path.clone());
+            continue;
+        }
+        let (mut found, mut dirs) = (Vec::new(), vec![path.clone()]);
+        while let Some(dir) = dirs.pop() {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) => {
+                    complain(&dir, &e);
+                    continue;
+                }
+            };
+            for entry in entries {
+                match entry.and_then(|e| Ok((e.file_type()?, e.path()))) {
+                    Ok((kind, p)) if kind.is_dir() => dirs.push(p),
+                    Ok((kind, p)) if kind.is_file() => found.push(p),
+                    Ok(_) => {}
+                    Err(e) => complain(&dir, &e),
+                }
+            }
+        }
+        found.sort();
+        files.append(&mut found);
+    }
+    let digests = ci_intel_cache::digest::of_files(&files, threads);
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for (path, digest) in files.iter().zip(digests) {
+        match digest {
+            Ok((digest, _)) => {
+                let _ = writeln!(out, "{}", b3sum_line(&digest.to_hex(), path));
+            }
+            Err(e) => {
+                let _ = out.flush();
+                complain(path, &e);
+            }
+        }
+    }
+    let _ = out.flush();
+    Ok(Ok(if failed {
+        exit::STEP_FAILED
+    } else {
+        exit::SUCCESS
+    }))
+}
+
+/// One line of `b3sum`'s output: a path with a backslash or a newline is escaped, and its
+/// line starts with a backslash; a path that is not UTF-8 is shown lossily.
+fn b3sum_line(hex: &str, path: &Path) -> String {
+    let name = path.to_string_lossy();
+    if name.contains(['\\', '\n']) {
+        let name = name.replace('\\', "\\\\").replace('\n', "\\n");
+        format!("\\{hex}  {name}")
+    } else {
+        format!("{hex}  {name}")
+    }
+}

@@ -22,7 +22,7 @@ pub(crate) enum Command {
     Plan(PlanCommand),
     #[command(about = EXEC_ABOUT, long_about = EXEC_LONG_ABOUT)]
     Exec(ExecArgs),
-    /// Inspect and maintain the local cache, or make signing keys.
+    /// Inspect and maintain the local cache, make signing keys, or hash files.
     #[command(subcommand)]
     Cache(CacheCommand),
     /// Show which isolation layers this host enforces.
@@ -180,7 +180,27 @@ pub(crate) enum CacheCommand {
         #[arg(long, value_name = "DIR")]
         cache_dir: Option<PathBuf>,
     },
+    /// Print the BLAKE3 digest of files as the cache computes it, in `b3sum`'s format.
+    #[command(long_about = HASH_LONG_ABOUT)]
+    Hash {
+        /// Files hashed at once (default: one per CPU); a file of 1 MiB or more is also
+        /// hashed on every core.
+        #[arg(long, value_name = "N")]
+        threads: Option<std::num::NonZeroUsize>,
+        /// Files, and directories to walk.
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
 }
+
+const HASH_LONG_ABOUT: &str =
+    "Print the BLAKE3 digest of files as the cache computes it, in `b3sum`'s format.
+
+One `DIGEST  PATH` line per file, as `b3sum PATH...` prints it: 64 lowercase hex digits, two \
+spaces, the path as given (a path with a backslash or a newline is escaped and its line \
+starts with a backslash). A directory is walked and its regular files are listed in path \
+order; symbolic links and other files found in it are skipped, as by `find DIR -type f`. A \
+file that cannot be read is named on stderr, and the exit status is 1.";
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum PlanCommand {

@@ -131,6 +131,9 @@ fn cache_command(cmd: CacheCommand) -> Outcome {
             max_size,
             cache_dir,
         } => cache_cmd::gc(cache_dir.as_deref(), max_size),
+        CacheCommand::Hash { threads, paths } => {
+            cache_cmd::hash(&paths, threads.map_or(0, |n| n.get()))
+        }
     }
 }
 
@@ -460,7 +463,12 @@ fn run(args: RunArgs) -> Outcome {
             )
             .await
         } else {
-            let sde = FixedEnv::commit_time(&plan.root)
+            // The environment's value first (the reproducible-builds convention), then the
+            // commit time, then the plan's.
+            let sde = std::env::var("SOURCE_DATE_EPOCH")
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .or_else(|| FixedEnv::commit_time(&plan.root))
                 .or(plan.source_date_epoch)
                 .unwrap_or(0);
             let config = ProcessExecutorConfig {

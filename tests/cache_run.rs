@@ -72,6 +72,10 @@ impl Workspace {
     }
 
     fn run(&self, extra: &[&str]) -> Ran {
+        self.run_env(extra, &[])
+    }
+
+    fn run_env(&self, extra: &[&str], env: &[(&str, &str)]) -> Ran {
         let out = Command::new(BIN)
             .args(["run", "plan.toml", "--cache-dir"])
             .arg(self.cache_dir())
@@ -81,6 +85,8 @@ impl Workspace {
             .env_remove("GITHUB_ACTIONS")
             .env_remove("CI")
             .env_remove("CI_INTEL_CACHE_KEY")
+            .env_remove("SOURCE_DATE_EPOCH")
+            .envs(env.iter().copied())
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -336,4 +342,65 @@ fn a_pull_request_run_does_not_poison_the_trusted_namespace() {
     std::fs::remove_dir_all(w.path().join("out")).unwrap();
     let pr = w.run(&["--cache-namespace", "fork-pr-7"]);
     assert_eq!(pr.status("build"), "cached", "{}", pr.show());
+}
+
+#[test]
+fn source_date_epoch_from_the_environment_is_the_steps_and_part_of_the_key() {
+    let plan = r#"
+version = 1
+[sandbox]
+write = ["counter"]
+[steps.stamp]
+run = "echo run >> counter/stamp; echo epoch=$SOURCE_DATE_EPOCH"
+"#;
+    let w = Workspace::new(plan, &[]);
+    std::fs::create_dir_all(w.path().join("counter")).unwrap();
+    let first = w.run_env(&[], &[("SOURCE_DATE_EPOCH", "1700000000")]);
+    first.ok();
+    assert!(
+        first.stdout.contains("[stamp] epoch=1700000000"),
+        "{}",
+        first.show()
+    );
+    let same = w.run_env(&[], &[("SOURCE_DATE_EPOCH", "1700000000")]);
+    assert_eq!(same.status("stamp"), "cached", "{}", same.show());
+    let other = w.run_env(&[], &[("SOURCE_DATE_EPOCH", "1700000001")]);
+    assert_eq!(other.status("stamp"), "succeeded", "{}", other.show());
+    assert!(
+        other.stdout.contains("[stamp] epoch=1700000001"),
+        "{}",
+        other.show()
+    );
+    assert_eq!(w.runs_of("stamp"), 2);
+}
+
+#[test]
+fn the_order_of_input_globs_does_not_change_the_key() {
+    let plan = |inputs: &str| {
+        format!(
+            r#"
+version = 1
+[sandbox]
+write = ["counter"]
+[steps.cat]
+run = "echo run >> counter/cat; cat a/x b/y"
+inputs = {inputs}
+"#
+        )
+    };
+    let w = Workspace::new(
+        &plan(r#"["a/*", "b/*"]"#),
+        &[("a/x", "1\n"), ("b/y", "2\n")],
+    );
+    std::fs::create_dir_all(w.path().join("counter")).unwrap();
+    w.run(&[]).ok();
+    w.write("plan.toml", &plan(r#"["b/*", "a/*"]"#));
+    let again = w.run(&[]);
+    assert_eq!(again.status("cat"), "cached", "{}", again.show());
+    // A glob that shows one more file is another key.
+    w.write("c/z", "3\n");
+    w.write("plan.toml", &plan(r#"["b/*", "a/*", "c/*"]"#));
+    let more = w.run(&[]);
+    assert_eq!(more.status("cat"), "succeeded", "{}", more.show());
+    assert_eq!(w.runs_of("cat"), 2);
 }

@@ -737,3 +737,43 @@ fn exec_passes_a_secret_by_name_and_redacts_it_in_every_form() {
     ]);
     assert_eq!(unset.code, Some(2), "{}", unset.shown);
 }
+
+#[test]
+fn cache_hash_prints_blake3_digests_as_b3sum_does() {
+    let w = Workdir::new();
+    std::fs::create_dir_all(w.path().join("tree/sub")).expect("mkdir");
+    // BLAKE3's test vectors: the empty input, one zero byte, and 1024 bytes of i % 251.
+    w.write("tree/sub/empty", "");
+    std::fs::write(w.path().join("tree/one"), [0u8]).expect("writing a test file");
+    let counted: Vec<u8> = (0..1024u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(w.path().join("k1024"), counted).expect("writing a test file");
+    // b3sum escapes a backslash in a name, and starts the line with one.
+    w.write("tree/back\\slash", "");
+    let hashed = w.run(&["cache", "hash", "k1024", "tree", "--threads", "2"]);
+    assert_eq!(hashed.code, Some(0), "{}", hashed.shown);
+    assert_eq!(
+        hashed.stdout,
+        "42214739f095a406f3fc83deb889744ac00df831c10daa55189b5d121c855af7  k1024\n\
+         \\af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262  tree/back\\\\slash\n\
+         2d3adedff11b61f14c886e35afa036736dcd87a74d27b5c1510225d0f592e213  tree/one\n\
+         af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262  tree/sub/empty\n",
+        "{}",
+        hashed.shown
+    );
+    assert_eq!(hashed.stderr, "");
+
+    // A missing file is named, the others are still hashed, and the status is 1.
+    let missing = w.run(&["cache", "hash", "missing", "tree/one"]);
+    assert_eq!(missing.code, Some(1), "{}", missing.shown);
+    assert_eq!(
+        missing.stdout,
+        "2d3adedff11b61f14c886e35afa036736dcd87a74d27b5c1510225d0f592e213  tree/one\n"
+    );
+    assert!(
+        missing
+            .stderr
+            .starts_with("ci-intel: cache hash: missing: "),
+        "{}",
+        missing.shown
+    );
+}
