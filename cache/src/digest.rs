@@ -126,14 +126,24 @@ pub(crate) fn hash_stream(hasher: &mut blake3::Hasher, mut reader: impl Read) ->
     }
 }
 
+/// The CPUs this process may use, asked once (the answer reads cgroup files).
+pub(crate) fn cpus() -> usize {
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// The digests of many files, in the order given, hashed on up to `threads` threads (0:
 /// one per CPU). Large files also use every core inside ([`MMAP_FROM`]).
 pub fn of_files(paths: &[PathBuf], threads: usize) -> Vec<io::Result<(Digest, u64)>> {
     let threads = match threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        0 => cpus(),
         n => n,
     }
     .min(paths.len().max(1));
+    // A few files are hashed here: starting threads would cost more than it saves.
+    if threads <= 1 || paths.len() < 4 {
+        return paths.iter().map(|p| of_file(p)).collect();
+    }
     type Slot = Mutex<Option<io::Result<(Digest, u64)>>>;
     let results: Vec<Slot> = paths.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);

@@ -128,25 +128,30 @@ impl Index {
     /// Records a stored entry (replacing an older row for the same key).
     pub fn stored(&self, namespace: &str, key: &str, bytes: u64) -> Result<(), IndexError> {
         let t = to_i64(now());
-        self.db.execute(
+        // One write transaction for the row and the counter.
+        let tx = self.db.unchecked_transaction()?;
+        tx.prepare_cached(
             "INSERT INTO entries (namespace, key, bytes, created, last_used, hits)
              VALUES (?1, ?2, ?3, ?4, ?4, 0)
              ON CONFLICT (namespace, key) DO UPDATE SET bytes = ?3, created = ?4, last_used = ?4",
-            params![namespace, key, to_i64(bytes), t],
-        )?;
-        self.bump(Counter::Stores)
+        )?
+        .execute(params![namespace, key, to_i64(bytes), t])?;
+        self.bump(Counter::Stores)?;
+        Ok(tx.commit()?)
     }
 
     /// Records a restore of an entry.
     pub fn hit(&self, namespace: &str, key: &str) -> Result<(), IndexError> {
         let t = to_i64(now());
-        self.db.execute(
+        let tx = self.db.unchecked_transaction()?;
+        tx.prepare_cached(
             "INSERT INTO entries (namespace, key, bytes, created, last_used, hits)
              VALUES (?1, ?2, 0, ?3, ?3, 1)
              ON CONFLICT (namespace, key) DO UPDATE SET last_used = ?3, hits = hits + 1",
-            params![namespace, key, t],
-        )?;
-        self.bump(Counter::Hits)
+        )?
+        .execute(params![namespace, key, t])?;
+        self.bump(Counter::Hits)?;
+        Ok(tx.commit()?)
     }
 
     /// Forgets an entry (evicted or quarantined).
@@ -160,11 +165,12 @@ impl Index {
 
     /// Adds one to a counter.
     pub fn bump(&self, counter: Counter) -> Result<(), IndexError> {
-        self.db.execute(
-            "INSERT INTO counters (name, value) VALUES (?1, 1)
-             ON CONFLICT (name) DO UPDATE SET value = value + 1",
-            params![counter.name()],
-        )?;
+        self.db
+            .prepare_cached(
+                "INSERT INTO counters (name, value) VALUES (?1, 1)
+                 ON CONFLICT (name) DO UPDATE SET value = value + 1",
+            )?
+            .execute(params![counter.name()])?;
         Ok(())
     }
 

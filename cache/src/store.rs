@@ -498,9 +498,7 @@ impl LocalCache {
         mtime: Option<SystemTime>,
     ) -> Result<(), RestoreError> {
         use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(files.len());
+        let threads = crate::digest::cpus().min(files.len());
         let next = AtomicUsize::new(0);
         let failed = AtomicBool::new(false);
         let first_error: Mutex<Option<(Blob, ReadError, PathBuf)>> = Mutex::new(None);
