@@ -146,6 +146,68 @@ fn parse_args() -> Command {
     Cli::parse().command
 }
 
+/// Records the run in the state directory's history (for the runtime model). A history
+/// that cannot be written costs a warning, never the run.
+fn record_history(plan: &Plan, report: &ci_intel_scheduler::RunReport, state_dir: &Path) {
+    use ci_intel_scheduler::history::{History, RunRecord, StepRecord, runner_class};
+    let unix_ms = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    };
+    let path = state_dir.join("history.db");
+    let history = match History::open(&path) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(
+                "run history {} not recorded: {}",
+                path.display(),
+                ci_intel_cache::error_chain(&e)
+            );
+            return;
+        }
+    };
+    if let Some(aside) = &history.moved_aside {
+        tracing::warn!(
+            "the run history was damaged; it is kept at {} and a new one was started",
+            aside.display()
+        );
+    }
+    let steps = report
+        .results
+        .iter()
+        .filter(|r| r.attempts > 0)
+        .map(|r| StepRecord {
+            step: r.id.clone(),
+            action_key: None,
+            started_unix_ms: r.outcome.as_ref().map_or(0, |o| unix_ms(o.started_at)),
+            duration: r.duration,
+            queue: r.queue,
+            exit_code: r.outcome.as_ref().and_then(|o| o.exit_code),
+            state: r.state.label().to_string(),
+            attempts: r.attempts,
+            cache_hit: r.outcome.as_ref().is_some_and(|o| o.cached),
+            changed_files: None,
+            input_bytes: None,
+            input_files: None,
+        })
+        .collect();
+    let run = RunRecord {
+        plan: plan.name.clone(),
+        started_unix_ms: unix_ms(std::time::SystemTime::now())
+            .saturating_sub(u64::try_from(report.wall.as_millis()).unwrap_or(0)),
+        wall: report.wall,
+        runner_class: runner_class(|k| std::env::var(k).ok()),
+        steps,
+    };
+    if let Err(e) = history.record(&run) {
+        tracing::warn!(
+            "run history {} not recorded: {}",
+            path.display(),
+            ci_intel_cache::error_chain(&e)
+        );
+    }
+}
+
 /// Raises the soft open-file limit to the hard one: a sandbox holds one descriptor per
 /// bind while it builds its root, and a step may have thousands of input files. Steps get
 /// their own limit (`nofile`), whatever this one is.
@@ -506,6 +568,9 @@ fn run(args: RunArgs) -> Outcome {
         tracing::info!("killed {swept} leftover process(es) that had left their step's group");
     }
     let report = report.context("running the plan")?;
+    if !args.dry_run {
+        record_history(&plan, &report, &state_dir);
+    }
 
     out!("{}", report::summary(&report, &run_dir));
     if let Some(off) = report::unsandboxed(&plan, &selection, args.no_sandbox) {

@@ -5,7 +5,8 @@
 //! step graph, priorities from a [`DurationEstimator`] (longest predicted remaining path),
 //! step selection (`--step` plus transitive needs), and the dispatch loop: weighted slots,
 //! highest priority first, retries with exponential backoff and jitter, fail-fast or
-//! keep-going, and cancellation.
+//! keep-going, and cancellation. It keeps the run [`history`] (SQLite) that the runtime
+//! model will learn from.
 //!
 //! It does not run processes: each attempt is handed to an
 //! [`Execute`](ci_intel_executor::Execute) implementation, so the loop is tested with fake
@@ -15,6 +16,7 @@ mod diag;
 mod dispatch;
 mod estimate;
 mod graph;
+pub mod history;
 mod plan;
 
 pub use diag::{Diagnostic, LoadError};
