@@ -146,32 +146,71 @@ fn parse_args() -> Command {
     Cli::parse().command
 }
 
+/// The state directory's run history; `None` (with a warning) when it cannot be used. A
+/// damaged one is moved aside and a new one started, which is said here.
+fn open_history(state_dir: &Path) -> Option<ci_intel_scheduler::history::History> {
+    let path = state_dir.join("history.db");
+    if let Err(e) = std::fs::create_dir_all(state_dir) {
+        tracing::warn!("run history {} unusable: {e}", path.display());
+        return None;
+    }
+    match ci_intel_scheduler::history::History::open(&path) {
+        Ok(h) => {
+            if let Some(aside) = &h.moved_aside {
+                tracing::warn!(
+                    "the run history was damaged; it is kept at {} and a new one was started",
+                    aside.display()
+                );
+            }
+            Some(h)
+        }
+        Err(e) => {
+            tracing::warn!(
+                "run history {} unusable (steps are ordered without it): {}",
+                path.display(),
+                ci_intel_cache::error_chain(&e)
+            );
+            None
+        }
+    }
+}
+
+/// Step durations learned from the history: each step's recent runs (cache hits left out,
+/// successes only), on this runner class when it has at least three there.
+fn learned_estimator(
+    plan: &Plan,
+    history: &ci_intel_scheduler::history::History,
+) -> ci_intel_scheduler::HistoryEstimator {
+    let class = ci_intel_scheduler::history::runner_class(|k| std::env::var(k).ok());
+    let per_step = plan.steps.iter().filter_map(|step| {
+        let past = history.step_history(&plan.name, &step.id, 20).ok()?;
+        let ran: Vec<_> = past
+            .into_iter()
+            .filter(|p| !p.cache_hit && p.state == "succeeded")
+            .collect();
+        let here: Vec<_> = ran.iter().filter(|p| p.runner_class == class).collect();
+        let chosen: Vec<std::time::Duration> = if here.len() >= 3 {
+            here.iter().map(|p| p.duration).collect()
+        } else {
+            ran.iter().map(|p| p.duration).collect()
+        };
+        Some((step.id.clone(), chosen))
+    });
+    ci_intel_scheduler::HistoryEstimator::new(per_step, std::time::Duration::from_secs(1))
+}
+
 /// Records the run in the state directory's history (for the runtime model). A history
 /// that cannot be written costs a warning, never the run.
 fn record_history(plan: &Plan, report: &ci_intel_scheduler::RunReport, state_dir: &Path) {
-    use ci_intel_scheduler::history::{History, RunRecord, StepRecord, runner_class};
+    use ci_intel_scheduler::history::{RunRecord, StepRecord, runner_class};
     let unix_ms = |t: std::time::SystemTime| {
         t.duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     };
     let path = state_dir.join("history.db");
-    let history = match History::open(&path) {
-        Ok(h) => h,
-        Err(e) => {
-            tracing::warn!(
-                "run history {} not recorded: {}",
-                path.display(),
-                ci_intel_cache::error_chain(&e)
-            );
-            return;
-        }
+    let Some(history) = open_history(state_dir) else {
+        return;
     };
-    if let Some(aside) = &history.moved_aside {
-        tracing::warn!(
-            "the run history was damaged; it is kept at {} and a new one was started",
-            aside.display()
-        );
-    }
     let steps = report
         .results
         .iter()
@@ -463,7 +502,11 @@ fn run(args: RunArgs) -> Outcome {
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("creating run directory {}", run_dir.display()))?;
     let run_dir = run_dir.canonicalize().unwrap_or(run_dir);
-    let prio = priorities(&plan, &StaticEstimator::default());
+    // The history is read only when it knows this plan (one query per step).
+    let prio = match open_history(&state_dir).filter(|h| h.runs(&plan.name).unwrap_or(0) > 0) {
+        Some(history) => priorities(&plan, &learned_estimator(&plan, &history)),
+        None => priorities(&plan, &StaticEstimator::default()),
+    };
     let options = DispatchOptions {
         jobs,
         keep_going: args.keep_going,

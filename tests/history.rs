@@ -72,3 +72,45 @@ fn a_damaged_history_is_kept_aside_and_the_run_goes_on() {
     assert_eq!(kept.len(), 1, "the damaged file is kept");
     assert_eq!(History::open(&db).unwrap().runs("hist").unwrap(), 1);
 }
+
+#[test]
+fn the_next_run_orders_steps_by_what_the_history_learned() {
+    // Two independent steps; with nothing known they start in plan order. The second is
+    // much slower, so once learned it goes first (one slot).
+    let plan = r#"
+version = 1
+name = "order"
+
+[steps.quick]
+run = "true"
+cache = false
+
+[steps.slow]
+run = "sleep 0.3"
+cache = false
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("plan.toml"), plan).unwrap();
+    let starts = |out: &str| -> Vec<String> {
+        out.lines()
+            .filter_map(|l| l.trim().strip_prefix("START "))
+            .map(str::to_string)
+            .collect()
+    };
+    let first = Command::new(BIN)
+        .args(["run", "plan.toml", "--jobs", "1"])
+        .current_dir(dir.path())
+        .env("XDG_CACHE_HOME", dir.path().join(".test-cache"))
+        .output()
+        .unwrap();
+    let first = String::from_utf8_lossy(&first.stdout).into_owned();
+    assert_eq!(starts(&first), ["quick", "slow"], "{first}");
+    let second = Command::new(BIN)
+        .args(["run", "plan.toml", "--jobs", "1"])
+        .current_dir(dir.path())
+        .env("XDG_CACHE_HOME", dir.path().join(".test-cache"))
+        .output()
+        .unwrap();
+    let second = String::from_utf8_lossy(&second.stdout).into_owned();
+    assert_eq!(starts(&second), ["slow", "quick"], "{second}");
+}

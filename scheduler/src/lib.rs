@@ -23,7 +23,7 @@ pub use diag::{Diagnostic, LoadError};
 pub use dispatch::{
     DispatchError, DispatchOptions, Event, Observer, RunReport, StepResult, StepState, dispatch,
 };
-pub use estimate::{DurationEstimator, StaticEstimator};
+pub use estimate::{DurationEstimator, HistoryEstimator, LogStats, StaticEstimator};
 pub use graph::{Selection, SelectionError, priorities, render_dot, render_mermaid};
 pub use plan::{
     Backoff, CachePolicy, Limits, Network, Plan, RetryPolicy, SandboxSpec, SecretScan, Step,
