@@ -182,8 +182,9 @@ fn learned_estimator(
     history: &ci_intel_scheduler::history::History,
 ) -> ci_intel_scheduler::HistoryEstimator {
     let class = ci_intel_scheduler::history::runner_class(|k| std::env::var(k).ok());
+    let mut all = history.plan_history(&plan.name, 20).unwrap_or_default();
     let per_step = plan.steps.iter().filter_map(|step| {
-        let past = history.step_history(&plan.name, &step.id, 20).ok()?;
+        let past = all.remove(&step.id)?;
         let ran: Vec<_> = past
             .into_iter()
             .filter(|p| !p.cache_hit && p.state == "succeeded")
@@ -502,7 +503,7 @@ fn run(args: RunArgs) -> Outcome {
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("creating run directory {}", run_dir.display()))?;
     let run_dir = run_dir.canonicalize().unwrap_or(run_dir);
-    // The history is read only when it knows this plan (one query per step).
+    // The history is read only when it knows this plan.
     let prio = match open_history(&state_dir).filter(|h| h.runs(&plan.name).unwrap_or(0) > 0) {
         Some(history) => priorities(&plan, &learned_estimator(&plan, &history)),
         None => priorities(&plan, &StaticEstimator::default()),

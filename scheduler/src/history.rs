@@ -306,6 +306,42 @@ impl History {
         Ok(rows)
     }
 
+    /// The last `limit` runs of every step of `plan`, oldest first, in one query.
+    pub fn plan_history(
+        &self,
+        plan: &str,
+        limit: usize,
+    ) -> Result<std::collections::HashMap<String, Vec<PastStep>>, HistoryError> {
+        let mut stmt = self.db.prepare_cached(
+            "SELECT step, duration_ms, cache_hit, state, runner_class FROM (
+                 SELECT step, duration_ms, cache_hit, state, runner_class, started_unix_ms, rowid AS r,
+                        ROW_NUMBER() OVER (PARTITION BY step ORDER BY started_unix_ms DESC, rowid DESC) AS n
+                 FROM steps WHERE plan = ?1)
+             WHERE n <= ?2
+             ORDER BY step, started_unix_ms, r",
+        )?;
+        let mut out: std::collections::HashMap<String, Vec<PastStep>> =
+            std::collections::HashMap::new();
+        let rows = stmt.query_map(params![plan, to_i64(limit as u64)], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                PastStep {
+                    duration: Duration::from_millis(
+                        u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+                    ),
+                    cache_hit: r.get(2)?,
+                    state: r.get(3)?,
+                    runner_class: r.get(4)?,
+                },
+            ))
+        })?;
+        for row in rows {
+            let (step, past) = row?;
+            out.entry(step).or_default().push(past);
+        }
+        Ok(out)
+    }
+
     /// How many runs of `plan` are recorded.
     pub fn runs(&self, plan: &str) -> Result<u64, HistoryError> {
         let n: Option<i64> = self
@@ -409,6 +445,13 @@ mod tests {
         );
         assert_eq!(h.step_history("demo", "build", 1).unwrap().len(), 1);
         assert_eq!(h.step_history("demo", "test", 10).unwrap().len(), 1);
+        // The whole plan at once says the same.
+        let all = h.plan_history("demo", 10).unwrap();
+        assert_eq!(all["build"], build);
+        assert_eq!(all["test"], h.step_history("demo", "test", 10).unwrap());
+        let last = h.plan_history("demo", 1).unwrap();
+        assert_eq!(last["build"], h.step_history("demo", "build", 1).unwrap());
+        assert!(h.plan_history("other", 10).unwrap().is_empty());
     }
 
     #[test]
