@@ -202,16 +202,18 @@ fn learned_estimator(
 
 /// Records the run in the state directory's history (for the runtime model). A history
 /// that cannot be written costs a warning, never the run.
-fn record_history(plan: &Plan, report: &ci_intel_scheduler::RunReport, state_dir: &Path) {
+fn record_history(
+    plan: &Plan,
+    report: &ci_intel_scheduler::RunReport,
+    history: &ci_intel_scheduler::history::History,
+    state_dir: &Path,
+) {
     use ci_intel_scheduler::history::{RunRecord, StepRecord, runner_class};
     let unix_ms = |t: std::time::SystemTime| {
         t.duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
     };
     let path = state_dir.join("history.db");
-    let Some(history) = open_history(state_dir) else {
-        return;
-    };
     let steps = report
         .results
         .iter()
@@ -503,9 +505,13 @@ fn run(args: RunArgs) -> Outcome {
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("creating run directory {}", run_dir.display()))?;
     let run_dir = run_dir.canonicalize().unwrap_or(run_dir);
-    // The history is read only when it knows this plan.
-    let prio = match open_history(&state_dir).filter(|h| h.runs(&plan.name).unwrap_or(0) > 0) {
-        Some(history) => priorities(&plan, &learned_estimator(&plan, &history)),
+    // One history for the run: read for the order (when it knows this plan), written after.
+    let history = open_history(&state_dir);
+    let prio = match history
+        .as_ref()
+        .filter(|h| h.runs(&plan.name).unwrap_or(0) > 0)
+    {
+        Some(history) => priorities(&plan, &learned_estimator(&plan, history)),
         None => priorities(&plan, &StaticEstimator::default()),
     };
     let options = DispatchOptions {
@@ -612,8 +618,8 @@ fn run(args: RunArgs) -> Outcome {
         tracing::info!("killed {swept} leftover process(es) that had left their step's group");
     }
     let report = report.context("running the plan")?;
-    if !args.dry_run {
-        record_history(&plan, &report, &state_dir);
+    if let (false, Some(history)) = (args.dry_run, &history) {
+        record_history(&plan, &report, history, &state_dir);
     }
 
     out!("{}", report::summary(&report, &run_dir));

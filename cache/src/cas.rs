@@ -101,7 +101,7 @@ impl ReadError {
 }
 
 /// A unique name for a temporary file.
-fn temp_name(prefix: &str) -> String {
+pub(crate) fn temp_name(prefix: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)

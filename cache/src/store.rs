@@ -619,11 +619,10 @@ impl LocalCache {
 
     /// Writes `bytes` at `dest` atomically and durably.
     fn publish(&self, dest: &Path, bytes: &[u8]) -> io::Result<()> {
-        let tmp = self.root.join("tmp").join(format!(
-            ".manifest-{}-{}",
-            std::process::id(),
-            fastrand_u64()
-        ));
+        let tmp = self
+            .root
+            .join("tmp")
+            .join(crate::cas::temp_name("manifest"));
         let mut f = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -709,13 +708,6 @@ impl LocalCache {
         }
         Ok(())
     }
-}
-
-/// A non-cryptographic random number for temporary names.
-fn fastrand_u64() -> u64 {
-    let mut b = [0u8; 8];
-    let _ = getrandom::fill(&mut b);
-    u64::from_le_bytes(b)
 }
 
 /// Whether a relative link at `link` (root-relative) pointing at `target` stays within the
