@@ -79,7 +79,12 @@ fn main() -> ExitCode {
     let command = parse_args();
     raise_nofile_limit();
     // The filter parser only when a filter is given: every `exec` pays for start-up.
-    let subscriber = tracing_subscriber::fmt().with_writer(std::io::stderr);
+    // Colour only on a terminal: a log file or a CI capture gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match tracing_subscriber::EnvFilter::try_from_env("CI_INTEL_LOG") {
         Ok(filter) => subscriber.with_env_filter(filter).init(),
         Err(_) => subscriber.with_max_level(tracing::Level::WARN).init(),

@@ -1,11 +1,10 @@
 //! `ci-intel run` with the cache, end to end: a second run restores instead of running,
 //! changes to what a step sees miss, broken entries are quarantined and re-run, and the
 //! steps that must not be cached are not.
+mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-const BIN: &str = env!("CARGO_BIN_EXE_ci-intel");
+use std::process::Output;
 
 /// A plan root with a cache of its own.
 struct Workspace {
@@ -76,16 +75,11 @@ impl Workspace {
     }
 
     fn run_env(&self, extra: &[&str], env: &[(&str, &str)]) -> Ran {
-        let out = Command::new(BIN)
+        let out = support::ci_intel()
             .args(["run", "plan.toml", "--cache-dir"])
             .arg(self.cache_dir())
             .args(extra)
             .current_dir(self.path())
-            .env_remove("CI_INTEL_LOG")
-            .env_remove("GITHUB_ACTIONS")
-            .env_remove("CI")
-            .env_remove("CI_INTEL_CACHE_KEY")
-            .env_remove("SOURCE_DATE_EPOCH")
             .envs(env.iter().copied())
             .output()
             .unwrap();
@@ -303,13 +297,11 @@ cache = true
     let w = Workspace::new(plan, &[]);
     std::fs::create_dir_all(w.path().join("counter")).unwrap();
     let run = |w: &Workspace| {
-        let out = Command::new(BIN)
+        let out = support::ci_intel()
             .args(["run", "plan.toml", "--cache-dir"])
             .arg(w.cache_dir())
             .current_dir(w.path())
             .env("TEST_SECRET_VALUE", "s3cr3t-value-for-the-test")
-            .env_remove("GITHUB_ACTIONS")
-            .env_remove("CI")
             .output()
             .unwrap();
         assert_eq!(
@@ -342,6 +334,60 @@ fn a_pull_request_run_does_not_poison_the_trusted_namespace() {
     std::fs::remove_dir_all(w.path().join("out")).unwrap();
     let pr = w.run(&["--cache-namespace", "fork-pr-7"]);
     assert_eq!(pr.status("build"), "cached", "{}", pr.show());
+}
+
+#[test]
+fn on_ci_without_a_key_nothing_is_stored_and_the_run_says_so_once() {
+    // On a CI runner a cache does not trust the machine's own key on first use: the run
+    // works, stores nothing, and says once (in plain text, stderr is not a terminal) how
+    // to give it a key.
+    let w = workspace();
+    let ci = [("CI", "true")];
+    let first = w.run_env(&[], &ci);
+    first.ok();
+    let stderr = String::from_utf8_lossy(&first.out.stderr);
+    assert_eq!(
+        stderr.matches("results are not cached").count(),
+        1,
+        "{}",
+        first.show()
+    );
+    assert!(stderr.contains("CI_INTEL_CACHE_KEY"), "{}", first.show());
+    assert!(
+        !stderr.contains('\x1b'),
+        "no colour codes: {}",
+        first.show()
+    );
+    let second = w.run_env(&[], &ci);
+    assert_eq!(second.status("build"), "succeeded", "{}", second.show());
+    assert_eq!(w.runs_of("build"), 2);
+    // Given a key the cache trusts, the same runner stores and restores.
+    let keys = w.path().join("keys");
+    let keygen = support::ci_intel()
+        .args(["cache", "keygen", "--out"])
+        .arg(&keys)
+        .output()
+        .unwrap();
+    assert!(keygen.status.success(), "{keygen:?}");
+    let trusted = w.cache_dir().join("keys").join("trusted");
+    std::fs::create_dir_all(&trusted).unwrap();
+    let public = std::fs::read_dir(&keys)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "pub"))
+        .expect("keygen writes a .pub file");
+    std::fs::copy(&public, trusted.join("ci.pub")).unwrap();
+    let private = std::fs::read_dir(&keys)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_none_or(|e| e != "pub"))
+        .expect("keygen writes a private key");
+    let key = private.to_str().unwrap();
+    let with_key = [("CI", "true"), ("CI_INTEL_CACHE_KEY", key)];
+    w.run_env(&[], &with_key).ok();
+    let restored = w.run_env(&[], &with_key);
+    assert_eq!(restored.status("build"), "cached", "{}", restored.show());
+    assert_eq!(w.runs_of("build"), 3);
 }
 
 #[test]

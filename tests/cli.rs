@@ -3,13 +3,12 @@
 //! Every plan lives in its own temporary directory and is named by a relative path, so
 //! the output only varies in temporary paths, run ids and durations; those are replaced
 //! by `[TMP]`, `[RUN]` and `X.XXs` before a snapshot is compared.
+mod support;
 
 use std::path::Path;
 use std::process::Command;
 
 use insta::assert_snapshot;
-
-const BIN: &str = env!("CARGO_BIN_EXE_ci-intel");
 
 /// A diamond: `a` feeds `b` and `c`, which both feed `d`.
 const DIAMOND: &str = r#"version = 1
@@ -67,7 +66,7 @@ impl Workdir {
     }
 
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = support::ci_intel();
         // Each test has a cache of its own: one test's results are not another's hits.
         cmd.args(args)
             .current_dir(self.path())

@@ -13,6 +13,7 @@
 //!
 //! The probe program is compiled once per run with `cc` into `target/tmp/escape-probes/`,
 //! which each `ci-intel exec` gets read-only.
+mod support;
 
 use std::ffi::OsString;
 use std::fmt;
@@ -32,7 +33,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-const BIN: &str = env!("CARGO_BIN_EXE_ci-intel");
+use support::BIN;
 /// Where fixtures live: inside the workspace's `target/`, like a step's inputs would.
 const SCRATCH: &str = env!("CARGO_TARGET_TMPDIR");
 const SOURCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/escape/probes.c");
@@ -220,7 +221,7 @@ impl Exec {
             ]);
             c
         } else {
-            Command::new(BIN)
+            support::ci_intel()
         };
         command
             .arg("exec")

@@ -1,11 +1,8 @@
 //! Every run is recorded in the state directory's history, which the runtime model learns
 //! from; a damaged history never costs a run.
-
-use std::process::Command;
+mod support;
 
 use ci_intel_scheduler::history::History;
-
-const BIN: &str = env!("CARGO_BIN_EXE_ci-intel");
 
 const PLAN: &str = r#"
 version = 1
@@ -20,7 +17,7 @@ run = "echo checked"
 "#;
 
 fn run(dir: &std::path::Path) -> (Option<i32>, String) {
-    let out = Command::new(BIN)
+    let out = support::ci_intel()
         .args(["run", "plan.toml"])
         .current_dir(dir)
         .env("XDG_CACHE_HOME", dir.join(".test-cache"))
@@ -97,7 +94,7 @@ cache = false
             .map(str::to_string)
             .collect()
     };
-    let first = Command::new(BIN)
+    let first = support::ci_intel()
         .args(["run", "plan.toml", "--jobs", "1"])
         .current_dir(dir.path())
         .env("XDG_CACHE_HOME", dir.path().join(".test-cache"))
@@ -105,7 +102,7 @@ cache = false
         .unwrap();
     let first = String::from_utf8_lossy(&first.stdout).into_owned();
     assert_eq!(starts(&first), ["quick", "slow"], "{first}");
-    let second = Command::new(BIN)
+    let second = support::ci_intel()
         .args(["run", "plan.toml", "--jobs", "1"])
         .current_dir(dir.path())
         .env("XDG_CACHE_HOME", dir.path().join(".test-cache"))

@@ -1,16 +1,15 @@
 //! The project's real plan files: every one is valid, and the demo plan runs green.
+mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-const BIN: &str = env!("CARGO_BIN_EXE_ci-intel");
+use std::process::Output;
 
 fn plans_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("plans")
 }
 
 fn ci_intel(args: &[&std::ffi::OsStr]) -> Output {
-    Command::new(BIN)
+    support::ci_intel()
         .args(args)
         .env_remove("CI_INTEL_LOG")
         .output()

@@ -8,11 +8,12 @@
 //! among them) before stopping it, and then polls, bounded, until every recorded process
 //! is gone or a zombie. A process is identified by pid and start time, so a recycled pid
 //! never counts as a survivor.
+mod support;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-const BIN: &str = env!("CARGO_BIN_EXE_ci-intel");
+use support::BIN;
 
 /// How long a step may take to write its pid files.
 const STARTUP: Duration = Duration::from_secs(20);
@@ -163,7 +164,7 @@ impl Runner {
     /// Runs the plan in `dir` without the sandbox: these tests watch step processes by their
     /// host pids, which the steps write into the plan root.
     fn start(dir: &Path, args: &[&str]) -> Runner {
-        let mut child = Command::new(BIN)
+        let mut child = support::ci_intel()
             .arg("run")
             .arg(dir.join("plan.toml"))
             .env("XDG_CACHE_HOME", dir.join(".test-cache"))
@@ -312,7 +313,7 @@ fn require_host() {
         let plan = dir.path().join("plan.toml");
         std::fs::write(&plan, "version = 1\n[steps.probe]\nargv = [\"true\"]\n")
             .map_err(|e| e.to_string())?;
-        let out = Command::new(BIN)
+        let out = support::ci_intel()
             .arg("run")
             .arg(&plan)
             .env("XDG_CACHE_HOME", dir.path().join(".test-cache"))
@@ -472,7 +473,7 @@ fn hundreds_of_megabytes_of_output_keep_memory_bounded() {
 run = "head -c 300000000 /dev/zero | tr '\\0' 'x' | fold -w 100"
 "#,
     );
-    let mut child = Command::new(BIN)
+    let mut child = support::ci_intel()
         .arg("run")
         .arg(dir.path().join("plan.toml"))
         .env("XDG_CACHE_HOME", dir.path().join(".test-cache"))
@@ -603,7 +604,7 @@ wait
 """
 "#
     ));
-    let mut child = Command::new(BIN)
+    let mut child = support::ci_intel()
         .arg("run")
         .arg(dir.path().join("plan.toml"))
         .env("XDG_CACHE_HOME", dir.path().join(".test-cache"))

@@ -3,11 +3,9 @@
 //!
 //! Needs user, mount, pid and network namespaces and Landlock, which this project's CI
 //! hosts provide (`ci-intel doctor` says what a host lacks).
+mod support;
 
 use std::io::{Read, Write};
-use std::process::Command;
-
-const BIN: &str = env!("CARGO_BIN_EXE_ci-intel");
 
 struct Ran {
     code: Option<i32>,
@@ -24,7 +22,7 @@ fn run_plan(plan: &str, files: &[(&str, &str)], extra: &[&str]) -> (tempfile::Te
         std::fs::write(path, text).unwrap();
     }
     std::fs::write(dir.path().join("plan.toml"), plan).unwrap();
-    let out = Command::new(BIN)
+    let out = support::ci_intel()
         .args(["run", "plan.toml"])
         .args(extra)
         .current_dir(dir.path())
@@ -236,7 +234,7 @@ fn a_step_can_run_from_a_root_under_dev_shm() {
         "version = 1\n\n[steps.a]\nrun = \"pwd\"\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
+    let out = support::ci_intel()
         .args(["run", "plan.toml"])
         .current_dir(dir.path())
         .env("XDG_CACHE_HOME", dir.path().join(".test-cache"))

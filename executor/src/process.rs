@@ -268,7 +268,10 @@ impl ProcessExecutor {
             Ok(_) => {}
             Err(e @ StoreError::NotTrusted(_)) => {
                 if !self.warned_untrusted.swap(true, Ordering::Relaxed) {
-                    tracing::warn!("results are not cached: {e}");
+                    tracing::warn!(
+                        "results are not cached: {e}; set CI_INTEL_CACHE_KEY to a key the cache \
+                         trusts (`ci-intel cache keygen`), see docs/cache.md"
+                    );
                 }
             }
             Err(e) => {
