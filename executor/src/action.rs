@@ -209,6 +209,20 @@ pub struct Outcome {
     pub message: Option<String>,
     /// Whether the result was restored from the cache instead of run.
     pub cached: bool,
+    /// The action key, when the attempt had one (a cacheable sandboxed step).
+    pub action_key: Option<String>,
+    /// What the step could read as inputs, when the key was computed.
+    pub inputs: Option<InputStats>,
+}
+
+/// How much a step's visible inputs hold, measured when its key is computed (before it
+/// runs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InputStats {
+    /// Files.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
 }
 
 impl Outcome {
@@ -229,6 +243,8 @@ impl Outcome {
             log_path,
             message: None,
             cached: false,
+            action_key: None,
+            inputs: None,
         }
     }
 }

@@ -30,6 +30,8 @@ pub(crate) struct Keyed {
     pub(crate) summary: KeySummary,
     /// Absolute path and what the key saw there.
     files: Vec<(PathBuf, InputFile)>,
+    /// The visible inputs' files and bytes.
+    pub(crate) stats: crate::InputStats,
 }
 
 /// Every file under `paths` (files, and directories walked), absolute and sorted. A
@@ -54,12 +56,18 @@ fn files_under(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// Hashes `files` (under `root`) on every core.
-fn hash_files(root: &Path, paths: Vec<PathBuf>) -> Result<Vec<(PathBuf, InputFile)>, String> {
+fn hash_files(
+    root: &Path,
+    paths: Vec<PathBuf>,
+) -> Result<(Vec<(PathBuf, InputFile)>, crate::InputStats), String> {
     use std::os::unix::fs::PermissionsExt as _;
     let digests = digest::of_files(&paths, 0);
     let mut out = Vec::with_capacity(paths.len());
+    let mut stats = crate::InputStats::default();
     for (path, d) in paths.into_iter().zip(digests) {
-        let (digest, _) = d.map_err(|e| format!("hashing input {}: {e}", path.display()))?;
+        let (digest, size) = d.map_err(|e| format!("hashing input {}: {e}", path.display()))?;
+        stats.files += 1;
+        stats.bytes += size;
         let mode = std::fs::metadata(&path)
             .map_err(|e| format!("reading input {}: {e}", path.display()))?
             .permissions()
@@ -80,7 +88,7 @@ fn hash_files(root: &Path, paths: Vec<PathBuf>) -> Result<Vec<(PathBuf, InputFil
             },
         ));
     }
-    Ok(out)
+    Ok((out, stats))
 }
 
 /// What the executor knows of an attempt that the key needs beyond the [`Action`].
@@ -103,7 +111,7 @@ pub(crate) fn key(
     let mut visible: Vec<PathBuf> = cx.inputs.to_vec();
     visible.extend(sb.needs_outputs.iter().filter(|p| p.exists()).cloned());
     let listed = files_under(&visible).map_err(|e| format!("listing inputs: {e}"))?;
-    let files = hash_files(root, listed)?;
+    let (files, stats) = hash_files(root, listed)?;
 
     let env = cx
         .env
@@ -176,6 +184,7 @@ pub(crate) fn key(
         key: inputs.key(),
         summary: inputs.summary(),
         files,
+        stats,
     })
 }
 

@@ -396,6 +396,10 @@ impl Execute for ProcessExecutor {
             }
             _ => None,
         };
+        if let Some(keyed) = &keyed {
+            outcome.action_key = Some(keyed.key.to_string());
+            outcome.inputs = Some(keyed.stats);
+        }
         if let (Some(cache), Some(keyed), Some(sb)) = (&self.cache, &keyed, &action.sandbox) {
             if let Some(hit) = self
                 .restore(cache, keyed, sb, &action, &mut out)
