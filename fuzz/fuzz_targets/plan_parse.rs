@@ -18,8 +18,12 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(plan.topo.len(), plan.steps.len(), "topological order");
             let prio = priorities(&plan, &StaticEstimator::default());
             assert_eq!(prio.len(), plan.steps.len());
-            let _ = render_dot(&plan, Some(&prio));
-            let _ = render_mermaid(&plan);
+            let predicted = ci_intel_scheduler::Predicted {
+                p50: &prio,
+                p80: &prio,
+            };
+            let _ = render_dot(&plan, Some(&predicted));
+            let _ = render_mermaid(&plan, Some(&predicted));
             assert_eq!(Selection::all(&plan).len(), plan.steps.len());
         }
         Err(e @ LoadError::Invalid { .. }) => {

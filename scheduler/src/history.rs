@@ -12,10 +12,11 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 /// The schema version this code writes (each migration moves a database up by one).
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Migrations, in order: `MIGRATIONS[v]` moves a database from version `v` to `v + 1`.
-const MIGRATIONS: &[&str] = &["CREATE TABLE runs (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE runs (
          id INTEGER PRIMARY KEY,
          plan TEXT NOT NULL,
          started_unix_ms INTEGER NOT NULL,
@@ -39,7 +40,16 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE runs (
          input_files INTEGER,
          runner_class TEXT NOT NULL
      );
-     CREATE INDEX steps_by_step ON steps (plan, step, started_unix_ms);"];
+     CREATE INDEX steps_by_step ON steps (plan, step, started_unix_ms);",
+    // 2: what the model predicted for each step before it ran, and the commit of each run
+    // (for the files changed since a step's previous run).
+    "ALTER TABLE steps ADD COLUMN predicted_p50_ms INTEGER;
+     ALTER TABLE steps ADD COLUMN predicted_p80_ms INTEGER;
+     ALTER TABLE steps ADD COLUMN predicted_p90_ms INTEGER;
+     ALTER TABLE steps ADD COLUMN model TEXT;
+     ALTER TABLE runs ADD COLUMN git_commit TEXT;
+     CREATE INDEX runs_by_plan ON runs (plan, id);",
+];
 
 /// Why the history could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +101,21 @@ pub struct StepRecord {
     pub input_bytes: Option<u64>,
     /// Number of its input files, when known.
     pub input_files: Option<u64>,
+    /// What the model predicted before it ran.
+    pub predicted: Option<RecordedPrediction>,
+}
+
+/// A prediction as recorded beside the step it was made for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedPrediction {
+    /// The median.
+    pub p50: Duration,
+    /// The 80th percentile.
+    pub p80: Duration,
+    /// The 90th percentile.
+    pub p90: Duration,
+    /// The model layer that made it (`Source::name`).
+    pub model: String,
 }
 
 /// One run, as recorded.
@@ -104,21 +129,27 @@ pub struct RunRecord {
     pub wall: Duration,
     /// The machine it ran on ([`runner_class`]).
     pub runner_class: String,
+    /// The commit the plan's root was at, when it is a git checkout.
+    pub git_commit: Option<String>,
     /// Its steps.
     pub steps: Vec<StepRecord>,
 }
 
-/// A past step, as the model reads it.
+/// A past run, as the model and the report read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PastStep {
-    /// Wall-clock time of all its attempts.
-    pub duration: Duration,
-    /// Whether it was restored from the cache.
-    pub cache_hit: bool,
-    /// How it ended.
-    pub state: String,
+pub struct PastRun {
+    /// Its id in the history (increasing with time).
+    pub id: i64,
+    /// When it started, milliseconds since the epoch.
+    pub started_unix_ms: u64,
+    /// Its wall-clock time.
+    pub wall: Duration,
     /// The machine it ran on.
     pub runner_class: String,
+    /// The commit it ran at.
+    pub git_commit: Option<String>,
+    /// Its steps, in the order they finished.
+    pub steps: Vec<StepRecord>,
 }
 
 /// The history database.
@@ -131,6 +162,12 @@ pub struct History {
 
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// A stored count or duration; a negative one (never written, but the file is not ours
+/// alone) reads as zero.
+fn from_i64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
 }
 
 fn ms(d: Duration) -> i64 {
@@ -236,12 +273,14 @@ impl History {
     pub fn record(&self, run: &RunRecord) -> Result<usize, HistoryError> {
         let tx = self.db.unchecked_transaction()?;
         tx.execute(
-            "INSERT INTO runs (plan, started_unix_ms, wall_ms, runner_class) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO runs (plan, started_unix_ms, wall_ms, runner_class, git_commit)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
             params![
                 run.plan,
                 to_i64(run.started_unix_ms),
                 ms(run.wall),
-                run.runner_class
+                run.runner_class,
+                run.git_commit,
             ],
         )?;
         let run_id = tx.last_insert_rowid();
@@ -250,8 +289,10 @@ impl History {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO steps (run_id, plan, step, action_key, started_unix_ms, duration_ms,
                      queue_ms, exit_code, state, attempts, cache_hit, changed_files, input_bytes,
-                     input_files, runner_class)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                     input_files, runner_class, predicted_p50_ms, predicted_p80_ms,
+                     predicted_p90_ms, model)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                     ?17, ?18, ?19)",
             )?;
             for s in &run.steps {
                 insert.execute(params![
@@ -270,6 +311,10 @@ impl History {
                     s.input_bytes.map(to_i64),
                     s.input_files.map(to_i64),
                     run.runner_class,
+                    s.predicted.as_ref().map(|p| ms(p.p50)),
+                    s.predicted.as_ref().map(|p| ms(p.p80)),
+                    s.predicted.as_ref().map(|p| ms(p.p90)),
+                    s.predicted.as_ref().map(|p| p.model.as_str()),
                 ])?;
                 recorded += 1;
             }
@@ -278,68 +323,93 @@ impl History {
         Ok(recorded)
     }
 
-    /// The last `limit` runs of `step` in `plan`, oldest first.
-    pub fn step_history(
-        &self,
-        plan: &str,
-        step: &str,
-        limit: usize,
-    ) -> Result<Vec<PastStep>, HistoryError> {
-        let mut stmt = self.db.prepare_cached(
-            "SELECT duration_ms, cache_hit, state, runner_class FROM steps
-             WHERE plan = ?1 AND step = ?2
-             ORDER BY started_unix_ms DESC, rowid DESC LIMIT ?3",
+    /// The last `limit` runs of `plan`, oldest first, each with its steps in the order
+    /// they finished. Two queries, whatever the number of runs.
+    pub fn replay(&self, plan: &str, limit: usize) -> Result<Vec<PastRun>, HistoryError> {
+        let mut runs_stmt = self.db.prepare_cached(
+            "SELECT id, started_unix_ms, wall_ms, runner_class, git_commit FROM runs
+             WHERE plan = ?1 ORDER BY id DESC LIMIT ?2",
         )?;
-        let mut rows: Vec<PastStep> = stmt
-            .query_map(params![plan, step, to_i64(limit as u64)], |r| {
-                Ok(PastStep {
-                    duration: Duration::from_millis(
-                        u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
-                    ),
-                    cache_hit: r.get(1)?,
-                    state: r.get(2)?,
+        let mut runs: Vec<PastRun> = runs_stmt
+            .query_map(params![plan, to_i64(limit as u64)], |r| {
+                Ok(PastRun {
+                    id: r.get(0)?,
+                    started_unix_ms: from_i64(r.get(1)?),
+                    wall: Duration::from_millis(from_i64(r.get(2)?)),
                     runner_class: r.get(3)?,
+                    git_commit: r.get(4)?,
+                    steps: Vec::new(),
                 })
             })?
             .collect::<Result<_, _>>()?;
-        rows.reverse();
-        Ok(rows)
-    }
-
-    /// The last `limit` runs of every step of `plan`, oldest first, in one query.
-    pub fn plan_history(
-        &self,
-        plan: &str,
-        limit: usize,
-    ) -> Result<std::collections::HashMap<String, Vec<PastStep>>, HistoryError> {
-        let mut stmt = self.db.prepare_cached(
-            "SELECT step, duration_ms, cache_hit, state, runner_class FROM (
-                 SELECT step, duration_ms, cache_hit, state, runner_class, started_unix_ms, rowid AS r,
-                        ROW_NUMBER() OVER (PARTITION BY step ORDER BY started_unix_ms DESC, rowid DESC) AS n
-                 FROM steps WHERE plan = ?1)
-             WHERE n <= ?2
-             ORDER BY step, started_unix_ms, r",
+        runs.reverse();
+        let Some(first) = runs.first().map(|r| r.id) else {
+            return Ok(runs);
+        };
+        let mut steps_stmt = self.db.prepare_cached(
+            "SELECT run_id, step, action_key, started_unix_ms, duration_ms, queue_ms, exit_code,
+                    state, attempts, cache_hit, changed_files, input_bytes, input_files,
+                    predicted_p50_ms, predicted_p80_ms, predicted_p90_ms, model
+             FROM steps WHERE plan = ?1 AND run_id >= ?2
+             ORDER BY run_id, started_unix_ms + duration_ms, rowid",
         )?;
-        let mut out: std::collections::HashMap<String, Vec<PastStep>> =
-            std::collections::HashMap::new();
-        let rows = stmt.query_map(params![plan, to_i64(limit as u64)], |r| {
+        let index: std::collections::HashMap<i64, usize> =
+            runs.iter().enumerate().map(|(i, r)| (r.id, i)).collect();
+        let rows = steps_stmt.query_map(params![plan, first], |r| {
+            let opt = |i| -> rusqlite::Result<Option<u64>> {
+                Ok(r.get::<_, Option<i64>>(i)?.map(from_i64))
+            };
+            let predicted = match (
+                opt(13)?,
+                opt(14)?,
+                opt(15)?,
+                r.get::<_, Option<String>>(16)?,
+            ) {
+                (Some(p50), Some(p80), Some(p90), Some(model)) => Some(RecordedPrediction {
+                    p50: Duration::from_millis(p50),
+                    p80: Duration::from_millis(p80),
+                    p90: Duration::from_millis(p90),
+                    model,
+                }),
+                _ => None,
+            };
             Ok((
-                r.get::<_, String>(0)?,
-                PastStep {
-                    duration: Duration::from_millis(
-                        u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
-                    ),
-                    cache_hit: r.get(2)?,
-                    state: r.get(3)?,
-                    runner_class: r.get(4)?,
+                r.get::<_, i64>(0)?,
+                StepRecord {
+                    step: r.get(1)?,
+                    action_key: r.get(2)?,
+                    started_unix_ms: from_i64(r.get(3)?),
+                    duration: Duration::from_millis(from_i64(r.get(4)?)),
+                    queue: Duration::from_millis(from_i64(r.get(5)?)),
+                    exit_code: r.get(6)?,
+                    state: r.get(7)?,
+                    attempts: r.get(8)?,
+                    cache_hit: r.get(9)?,
+                    changed_files: opt(10)?,
+                    input_bytes: opt(11)?,
+                    input_files: opt(12)?,
+                    predicted,
                 },
             ))
         })?;
         for row in rows {
-            let (step, past) = row?;
-            out.entry(step).or_default().push(past);
+            let (run_id, step) = row?;
+            if let Some(&i) = index.get(&run_id) {
+                runs[i].steps.push(step);
+            }
         }
-        Ok(out)
+        Ok(runs)
+    }
+
+    /// The plans the history has runs of, by name.
+    pub fn plans(&self) -> Result<Vec<String>, HistoryError> {
+        let mut stmt = self
+            .db
+            .prepare_cached("SELECT DISTINCT plan FROM runs ORDER BY plan")?;
+        let plans = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(plans)
     }
 
     /// How many runs of `plan` are recorded.
@@ -404,6 +474,7 @@ mod tests {
             changed_files: Some(2),
             input_bytes: Some(1000),
             input_files: Some(4),
+            predicted: None,
         }
     }
 
@@ -413,6 +484,7 @@ mod tests {
             started_unix_ms: started,
             wall: Duration::from_secs(1),
             runner_class: "cpu2-mem24g-linux-local".into(),
+            git_commit: None,
             steps,
         }
     }
@@ -435,23 +507,67 @@ mod tests {
         assert_eq!(h.moved_aside, None);
         assert_eq!(h.runs("demo").unwrap(), 2);
         assert_eq!(h.runs("other").unwrap(), 0);
-        let build = h.step_history("demo", "build", 10).unwrap();
+        let predicted = RecordedPrediction {
+            p50: Duration::from_millis(90),
+            p80: Duration::from_millis(110),
+            p90: Duration::from_millis(130),
+            model: "step+outcome".into(),
+        };
+        let mut third = run(3, vec![step("test", 70, false), step("build", 10, false)]);
+        third.git_commit = Some("c0ffee".into());
+        third.steps[1].predicted = Some(predicted.clone());
+        h.record(&third).unwrap();
+        let runs = h.replay("demo", 10).unwrap();
+        assert_eq!(runs.len(), 3);
         assert_eq!(
-            build
-                .iter()
-                .map(|s| (s.duration.as_millis(), s.cache_hit))
-                .collect::<Vec<_>>(),
-            [(100, false), (120, true)]
+            runs.iter().map(|r| r.started_unix_ms).collect::<Vec<_>>(),
+            [1, 2, 3],
+            "oldest first"
         );
-        assert_eq!(h.step_history("demo", "build", 1).unwrap().len(), 1);
-        assert_eq!(h.step_history("demo", "test", 10).unwrap().len(), 1);
-        // The whole plan at once says the same.
-        let all = h.plan_history("demo", 10).unwrap();
-        assert_eq!(all["build"], build);
-        assert_eq!(all["test"], h.step_history("demo", "test", 10).unwrap());
-        let last = h.plan_history("demo", 1).unwrap();
-        assert_eq!(last["build"], h.step_history("demo", "build", 1).unwrap());
-        assert!(h.plan_history("other", 10).unwrap().is_empty());
+        let summary = |r: &PastRun| {
+            r.steps
+                .iter()
+                .map(|s| (s.step.clone(), s.duration.as_millis(), s.cache_hit))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            summary(&runs[0]),
+            [("test".into(), 50, false), ("build".into(), 100, false)],
+            "steps in the order they finished"
+        );
+        assert_eq!(summary(&runs[1]), [("build".into(), 120, true)]);
+        // Steps in the order they finished: build (10 ms) before test (70 ms).
+        assert_eq!(runs[2].steps[0].step, "build");
+        assert_eq!(runs[2].steps[0].predicted, Some(predicted));
+        assert_eq!(runs[2].git_commit.as_deref(), Some("c0ffee"));
+        assert_eq!(runs[2].steps[1], third.steps[0]);
+        let last = h.replay("demo", 1).unwrap();
+        assert_eq!(last, runs[2..]);
+        assert!(h.replay("other", 10).unwrap().is_empty());
+        assert_eq!(h.plans().unwrap(), ["demo"]);
+    }
+
+    #[test]
+    fn a_version_1_history_is_migrated_and_keeps_its_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.db");
+        {
+            let db = Connection::open(&path).unwrap();
+            db.execute_batch(MIGRATIONS[0]).unwrap();
+            db.pragma_update(None, "user_version", 1).unwrap();
+            db.execute_batch(
+                "INSERT INTO runs VALUES (1, 'demo', 5, 1000, 'r');
+                 INSERT INTO steps VALUES (1, 'demo', 'build', NULL, 5, 700, 0, 0, 'succeeded',
+                     1, 0, NULL, NULL, NULL, 'r');",
+            )
+            .unwrap();
+        }
+        let h = History::open(&path).unwrap();
+        assert_eq!(h.version().unwrap(), SCHEMA_VERSION);
+        let runs = h.replay("demo", 10).unwrap();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].steps[0].duration, Duration::from_millis(700));
+        assert_eq!(runs[0].steps[0].predicted, None);
     }
 
     #[test]

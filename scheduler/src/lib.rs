@@ -5,27 +5,37 @@
 //! step graph, priorities from a [`DurationEstimator`] (longest predicted remaining path),
 //! step selection (`--step` plus transitive needs), and the dispatch loop: weighted slots,
 //! highest priority first, retries with exponential backoff and jitter, fail-fast or
-//! keep-going, and cancellation. It keeps the run [`history`] (SQLite) that the runtime
-//! model will learn from.
+//! keep-going, and cancellation. It keeps the run [`history`] (SQLite), the online
+//! [`RuntimeModel`] that learns each step's duration from it, the [`accuracy`] figures of
+//! its recorded predictions, and the critical path. [`split`] divides the selected steps into CI shards by predicted duration, each shard
+//! closed under `needs`.
 //!
 //! It does not run processes: each attempt is handed to an
 //! [`Execute`](ci_intel_executor::Execute) implementation, so the loop is tested with fake
 //! executors. It prints nothing: progress goes to an [`Observer`].
 
+pub mod accuracy;
 mod diag;
 mod dispatch;
 mod estimate;
 mod graph;
 pub mod history;
+mod model;
 mod plan;
+mod shard;
 
 pub use diag::{Diagnostic, LoadError};
 pub use dispatch::{
     DispatchError, DispatchOptions, Event, Observer, RunReport, StepResult, StepState, dispatch,
 };
 pub use estimate::{DurationEstimator, HistoryEstimator, LogStats, StaticEstimator};
-pub use graph::{Selection, SelectionError, priorities, render_dot, render_mermaid};
+pub use graph::{
+    Predicted, Selection, SelectionError, critical_path, priorities, priorities_from, render_dot,
+    render_mermaid,
+};
+pub use model::{Features, ModelEstimator, Observation, Prediction, Query, RuntimeModel, Source};
 pub use plan::{
     Backoff, CachePolicy, Limits, Network, Plan, RetryPolicy, SandboxSpec, SecretScan, Step,
     load_plan, parse_plan,
 };
+pub use shard::{MAX_SHARDS, Shard, ShardError, Sharding, split};
