@@ -17,7 +17,7 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Run a plan's steps.
     Run(RunArgs),
-    /// Check or draw a plan without running it.
+    /// Check, draw or split a plan without running it.
     #[command(subcommand)]
     Plan(PlanCommand),
     #[command(about = EXEC_ABOUT, long_about = EXEC_LONG_ABOUT)]
@@ -25,6 +25,9 @@ pub(crate) enum Command {
     /// Inspect and maintain the local cache, make signing keys, or hash files.
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// How good the runtime model's predictions have been.
+    #[command(subcommand)]
+    Predict(PredictCommand),
     /// Show which isolation layers this host enforces.
     Doctor {
         /// Print JSON instead of a table.
@@ -43,6 +46,10 @@ pub(crate) struct RunArgs {
     /// Run only this step and what it needs (repeatable).
     #[arg(long = "step", value_name = "ID")]
     pub(crate) steps: Vec<String>,
+    /// Run only shard I of N (1-based), split as `plan shard PLAN --shards N` splits it.
+    /// Not with --step.
+    #[arg(long, value_name = "I/N", value_parser = shard_arg, conflicts_with = "steps")]
+    pub(crate) shard: Option<ShardArg>,
     /// After a failure, keep running steps that do not depend on it.
     #[arg(short = 'k', long)]
     pub(crate) keep_going: bool,
@@ -216,7 +223,81 @@ pub(crate) enum PlanCommand {
         /// Output format.
         #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
         format: GraphFormat,
+        /// Label steps with their predicted p50 and p80 and mark the critical path.
+        #[arg(long)]
+        predicted: bool,
+        /// Where the run history is read from (with --predicted). Default: `.ci-intel`
+        /// under the plan's root.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
     },
+    /// Split the plan into CI shards by predicted duration, each with what its steps need.
+    Shard {
+        /// The plan file.
+        plan: PathBuf,
+        /// How many shards.
+        #[arg(long, value_name = "N")]
+        shards: usize,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ShardFormat::Text)]
+        format: ShardFormat,
+        /// Where the run history is read from. Default: `.ci-intel` under the plan's root.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum PredictCommand {
+    /// Per step and overall: MAPE (steps of 1 s or more), WAPE, p90 coverage, how often a
+    /// step outran its p80, the model that served, and the trend over the last runs.
+    Report {
+        /// Only this plan (by its name). Default: every plan in the history.
+        #[arg(long, value_name = "NAME")]
+        plan: Option<String>,
+        /// The last N runs of each plan.
+        #[arg(long, value_name = "N", default_value_t = 10)]
+        runs: usize,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+        /// The state directory holding `history.db`.
+        #[arg(long, value_name = "DIR", default_value = ".ci-intel")]
+        state_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum ShardFormat {
+    /// One line per shard, then the imbalance.
+    Text,
+    /// The shards and their predictions.
+    Json,
+    /// One line for a GitHub Actions `strategy.matrix` (`fromJSON`).
+    GithubMatrix,
+}
+
+/// `--shard I/N`: shard `index` (1-based) of `total`, as written; the range is checked
+/// where it is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ShardArg {
+    pub(crate) index: usize,
+    pub(crate) total: usize,
+}
+
+fn shard_arg(s: &str) -> Result<ShardArg, String> {
+    let (i, n) = s
+        .split_once('/')
+        .ok_or_else(|| format!("`{s}` is not a shard: write I/N, e.g. 1/4"))?;
+    let number = |t: &str| {
+        t.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("`{s}` is not a shard: write I/N with whole numbers, e.g. 1/4"))
+    };
+    Ok(ShardArg {
+        index: number(i)?,
+        total: number(n)?,
+    })
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -330,6 +411,20 @@ mod tests {
         assert_eq!(alone.memory, Some(1 << 30));
         assert_eq!(alone.millicpus, Some(500));
         assert_eq!(alone.command, ["sh", "-c", "true"]);
+    }
+
+    #[test]
+    fn a_shard_is_read_as_i_of_n() {
+        assert_eq!(shard_arg("2/4"), Ok(ShardArg { index: 2, total: 4 }));
+        // The range is checked where it is used, with a hint.
+        assert_eq!(shard_arg("3/2"), Ok(ShardArg { index: 3, total: 2 }));
+        assert_eq!(
+            shard_arg("2"),
+            Err("`2` is not a shard: write I/N, e.g. 1/4".into())
+        );
+        for text in ["a/2", "1/", "/2", "-1/2", "1.5/2", "1/2/3"] {
+            assert!(shard_arg(text).is_err(), "{text}");
+        }
     }
 
     #[test]

@@ -22,12 +22,14 @@ use ci_intel_executor::{
     Watchdog,
 };
 use ci_intel_scheduler::{
-    DispatchOptions, LoadError, Plan, Selection, SelectionError, StaticEstimator, StepState,
-    dispatch, load_plan, priorities, render_dot, render_mermaid,
+    DispatchOptions, DurationEstimator, LoadError, Plan, Selection, SelectionError,
+    StaticEstimator, StepState, dispatch, load_plan, priorities_from, render_dot, render_mermaid,
 };
 use clap::Parser;
 
-use crate::cli::{CacheCommand, Cli, Command, ExecCli, GraphFormat, PlanCommand, RunArgs};
+use crate::cli::{
+    CacheCommand, Cli, Command, ExecCli, GraphFormat, PlanCommand, PredictCommand, RunArgs,
+};
 use crate::report::Reporter;
 
 /// Documented exit codes.
@@ -57,6 +59,8 @@ macro_rules! outln {
 }
 
 mod cache_cmd;
+mod predict;
+mod shard_cmd;
 
 /// An expected failure: what went wrong, how to fix it, and the exit code.
 struct Failure {
@@ -92,9 +96,26 @@ fn main() -> ExitCode {
     let result = match command {
         Command::Run(args) => run(args),
         Command::Plan(PlanCommand::Check { plan }) => plan_check(&plan),
-        Command::Plan(PlanCommand::Graph { plan, format }) => plan_graph(&plan, format),
+        Command::Plan(PlanCommand::Graph {
+            plan,
+            format,
+            predicted,
+            state_dir,
+        }) => plan_graph(&plan, format, predicted, state_dir.as_deref()),
+        Command::Plan(PlanCommand::Shard {
+            plan,
+            shards,
+            format,
+            state_dir,
+        }) => shard_cmd::plan_shard(&plan, shards, format, state_dir.as_deref()),
         Command::Exec(args) => exec::exec(args),
         Command::Cache(cmd) => cache_command(cmd),
+        Command::Predict(PredictCommand::Report {
+            plan,
+            runs,
+            json,
+            state_dir,
+        }) => predict::report(&state_dir, plan.as_deref(), runs, json),
         Command::Doctor { json } => Ok(doctor(json)),
     };
     match result {
@@ -180,79 +201,26 @@ fn open_history(state_dir: &Path) -> Option<ci_intel_scheduler::history::History
     }
 }
 
-/// Step durations learned from the history: each step's recent runs (cache hits left out,
-/// successes only), on this runner class when it has at least three there.
-fn learned_estimator(
+/// Each step's predicted duration (`[i]` for step `i`): the learned model's when the
+/// history knows this plan, else one second a step. A run's priorities and its shards
+/// (`run --shard`, `plan shard`) all come from here.
+fn step_estimates(
     plan: &Plan,
-    history: &ci_intel_scheduler::history::History,
-) -> ci_intel_scheduler::HistoryEstimator {
-    let class = ci_intel_scheduler::history::runner_class(|k| std::env::var(k).ok());
-    let mut all = history.plan_history(&plan.name, 20).unwrap_or_default();
-    let per_step = plan.steps.iter().filter_map(|step| {
-        let past = all.remove(&step.id)?;
-        let ran: Vec<_> = past
-            .into_iter()
-            .filter(|p| !p.cache_hit && p.state == "succeeded")
-            .collect();
-        let here: Vec<_> = ran.iter().filter(|p| p.runner_class == class).collect();
-        let chosen: Vec<std::time::Duration> = if here.len() >= 3 {
-            here.iter().map(|p| p.duration).collect()
-        } else {
-            ran.iter().map(|p| p.duration).collect()
-        };
-        Some((step.id.clone(), chosen))
-    });
-    ci_intel_scheduler::HistoryEstimator::new(per_step, std::time::Duration::from_secs(1))
+    history: Option<&ci_intel_scheduler::history::History>,
+) -> Vec<std::time::Duration> {
+    estimates_of(plan, &predict::Learned::load(plan, history))
 }
 
-/// Records the run in the state directory's history (for the runtime model). A history
-/// that cannot be written costs a warning, never the run.
-fn record_history(
-    plan: &Plan,
-    report: &ci_intel_scheduler::RunReport,
-    history: &ci_intel_scheduler::history::History,
-    state_dir: &Path,
-) {
-    use ci_intel_scheduler::history::{RunRecord, StepRecord, runner_class};
-    let unix_ms = |t: std::time::SystemTime| {
-        t.duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+/// [`step_estimates`] from a model already learned.
+fn estimates_of(plan: &Plan, learned: &predict::Learned) -> Vec<std::time::Duration> {
+    let fallback = StaticEstimator::default();
+    let model = learned.model.estimator(&learned.runner_class);
+    let estimator: &dyn DurationEstimator = if learned.model.is_empty() {
+        &fallback
+    } else {
+        &model
     };
-    let path = state_dir.join("history.db");
-    let steps = report
-        .results
-        .iter()
-        .filter(|r| r.attempts > 0)
-        .map(|r| StepRecord {
-            step: r.id.clone(),
-            action_key: None,
-            started_unix_ms: r.outcome.as_ref().map_or(0, |o| unix_ms(o.started_at)),
-            duration: r.duration,
-            queue: r.queue,
-            exit_code: r.outcome.as_ref().and_then(|o| o.exit_code),
-            state: r.state.label().to_string(),
-            attempts: r.attempts,
-            cache_hit: r.outcome.as_ref().is_some_and(|o| o.cached),
-            changed_files: None,
-            input_bytes: None,
-            input_files: None,
-        })
-        .collect();
-    let run = RunRecord {
-        plan: plan.name.clone(),
-        started_unix_ms: unix_ms(std::time::SystemTime::now())
-            .saturating_sub(u64::try_from(report.wall.as_millis()).unwrap_or(0)),
-        wall: report.wall,
-        runner_class: runner_class(|k| std::env::var(k).ok()),
-        steps,
-    };
-    if let Err(e) = history.record(&run) {
-        tracing::warn!(
-            "run history {} not recorded: {}",
-            path.display(),
-            ci_intel_cache::error_chain(&e)
-        );
-    }
+    plan.steps.iter().map(|s| estimator.estimate(s)).collect()
 }
 
 /// Raises the soft open-file limit to the hard one: a sandbox holds one descriptor per
@@ -299,16 +267,39 @@ fn plan_check(path: &Path) -> Outcome {
     Ok(Ok(exit::SUCCESS))
 }
 
-fn plan_graph(path: &Path, format: GraphFormat) -> Outcome {
+fn plan_graph(
+    path: &Path,
+    format: GraphFormat,
+    predicted: bool,
+    state_dir: Option<&Path>,
+) -> Outcome {
     let plan = match load(path) {
         Ok(p) => p,
         Err(f) => return Ok(Err(f)),
     };
+    let (p50, p80) = if predicted {
+        let state_dir = state_dir.map_or_else(|| plan.root.join(".ci-intel"), Path::to_path_buf);
+        // Only read: without a history every step is the prior and nothing is created.
+        let history = if state_dir.join("history.db").is_file() {
+            open_history(&state_dir)
+        } else {
+            None
+        };
+        let learned = predict::Learned::load(&plan, history.as_ref());
+        (learned.medians(&plan), estimates_of(&plan, &learned))
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let shown = ci_intel_scheduler::Predicted {
+        p50: &p50,
+        p80: &p80,
+    };
+    let shown = predicted.then_some(&shown);
     out!(
         "{}",
         match format {
-            GraphFormat::Dot => render_dot(&plan, None),
-            GraphFormat::Mermaid => render_mermaid(&plan),
+            GraphFormat::Dot => render_dot(&plan, shown),
+            GraphFormat::Mermaid => render_mermaid(&plan, shown),
         }
     );
     Ok(Ok(exit::SUCCESS))
@@ -399,11 +390,14 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 fn run(args: RunArgs) -> Outcome {
+    if let Some(Err(f)) = args.shard.map(shard_cmd::check) {
+        return Ok(Err(f));
+    }
     let mut plan = match load(&args.plan) {
         Ok(p) => p,
         Err(f) => return Ok(Err(f)),
     };
-    let selection = match Selection::of(&plan, &args.steps) {
+    let mut selection = match Selection::of(&plan, &args.steps) {
         Ok(s) => s,
         Err(SelectionError::UnknownStep {
             id,
@@ -435,6 +429,24 @@ fn run(args: RunArgs) -> Outcome {
         .root
         .canonicalize()
         .with_context(|| format!("resolving the plan root {}", plan.root.display()))?;
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| plan.root.join(".ci-intel"));
+    // One history for the run: read for the estimates (when it knows this plan), written
+    // after.
+    let history = open_history(&state_dir);
+    let learned = predict::Learned::load(&plan, history.as_ref());
+    let estimates = estimates_of(&plan, &learned);
+    if let Some(shard) = args.shard {
+        selection = match shard_cmd::run_selection(&plan, shard, &estimates)? {
+            Ok(s) => s,
+            Err(f) => return Ok(Err(f)),
+        };
+        if selection.is_empty() {
+            return Ok(Ok(exit::SUCCESS));
+        }
+    }
     if !args.dry_run {
         let mut unset: Vec<&str> = plan
             .steps
@@ -502,23 +514,11 @@ fn run(args: RunArgs) -> Outcome {
             None,
         )));
     }
-    let state_dir = args
-        .state_dir
-        .clone()
-        .unwrap_or_else(|| plan.root.join(".ci-intel"));
     let run_dir = state_dir.join("runs").join(run_id());
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("creating run directory {}", run_dir.display()))?;
     let run_dir = run_dir.canonicalize().unwrap_or(run_dir);
-    // One history for the run: read for the order (when it knows this plan), written after.
-    let history = open_history(&state_dir);
-    let prio = match history
-        .as_ref()
-        .filter(|h| h.runs(&plan.name).unwrap_or(0) > 0)
-    {
-        Some(history) => priorities(&plan, &learned_estimator(&plan, history)),
-        None => priorities(&plan, &StaticEstimator::default()),
-    };
+    let prio = priorities_from(&plan, &estimates);
     let options = DispatchOptions {
         jobs,
         keep_going: args.keep_going,
@@ -624,7 +624,7 @@ fn run(args: RunArgs) -> Outcome {
     }
     let report = report.context("running the plan")?;
     if let (false, Some(history)) = (args.dry_run, &history) {
-        record_history(&plan, &report, history, &state_dir);
+        predict::record(&plan, &report, history, &learned, &state_dir);
     }
 
     out!("{}", report::summary(&report, &run_dir));

@@ -275,6 +275,26 @@ fn plan_graph_draws_dot_and_mermaid() {
 }
 
 #[test]
+fn plan_graph_predicted_without_history_shows_the_prior_and_the_longest_chain() {
+    let w = Workdir::with_plan(DIAMOND);
+    let dot = w.run(&["plan", "graph", "plan.toml", "--predicted"]);
+    assert_eq!(dot.code, Some(0), "{}", dot.shown);
+    assert!(
+        !w.path().join(".ci-intel").exists(),
+        "reading predictions creates no history"
+    );
+    assert_snapshot!(dot.shown);
+}
+
+#[test]
+fn predict_report_without_history_says_how_to_get_one() {
+    let w = Workdir::with_plan(DIAMOND);
+    let run = w.run(&["predict", "report"]);
+    assert_eq!(run.code, Some(2), "{}", run.shown);
+    assert_snapshot!(run.shown);
+}
+
+#[test]
 fn a_required_layer_the_host_lacks_is_exit_3() {
     let w = Workdir::with_plan(
         "version = 1\n\n[sandbox]\nrequire = [\"cgroups\"]\n\n[steps.a]\nrun = \"touch ran\"\n",

@@ -30,25 +30,133 @@ fn run(dir: &std::path::Path) -> (Option<i32>, String) {
     )
 }
 
+fn git(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git must be installed for this test");
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+}
+
 #[test]
-fn each_run_and_its_steps_are_recorded() {
+fn each_run_and_its_steps_are_recorded_with_features_and_predictions() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = PLAN.replace(
+        "run = \"echo built\"",
+        "run = \"echo built\"\ninputs = [\"src/**\"]",
+    );
+    std::fs::write(dir.path().join("plan.toml"), plan).unwrap();
+    std::fs::create_dir_all(dir.path().join("src")).unwrap();
+    std::fs::write(dir.path().join("src/a.txt"), "0123456789").unwrap();
+    std::fs::write(dir.path().join("src/b.txt"), "abc").unwrap();
+    std::fs::write(dir.path().join(".gitignore"), ".ci-intel/\n.test-cache/\n").unwrap();
+    git(dir.path(), &["init", "-q"]);
+    git(dir.path(), &["add", "."]);
+    git(dir.path(), &["commit", "-q", "-m", "one"]);
+    let (code, out) = run(dir.path());
+    assert_eq!(code, Some(0), "{out}");
+    // One input changes (not committed): the second run sees one changed file.
+    std::fs::write(dir.path().join("src/b.txt"), "abcd").unwrap();
+    let (code, out) = run(dir.path());
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = run(dir.path());
+    assert_eq!(code, Some(0), "{out}");
+
+    let h = History::open(&dir.path().join(".ci-intel/history.db")).unwrap();
+    assert_eq!(h.runs("hist").unwrap(), 3);
+    let runs = h.replay("hist", 10).unwrap();
+    assert!(runs[0].runner_class.starts_with("cpu"), "{:?}", runs[0]);
+    assert_eq!(runs[0].git_commit.as_deref().map(str::len), Some(40));
+    let build: Vec<_> = runs
+        .iter()
+        .map(|r| r.steps.iter().find(|s| s.step == "build").unwrap())
+        .collect();
+    assert!(build.iter().all(|s| s.state == "succeeded"));
+    // Runs, a run after the change, a hit: the history says which.
+    assert_eq!(
+        build.iter().map(|s| s.cache_hit).collect::<Vec<_>>(),
+        [false, false, true]
+    );
+    assert_eq!(build[0].input_files, Some(2));
+    assert_eq!(build[0].input_bytes, Some(13));
+    assert_eq!(build[1].input_bytes, Some(14));
+    assert_eq!(build[0].changed_files, None, "no previous run");
+    assert_eq!(build[1].changed_files, Some(1));
+    assert_eq!(build[0].action_key.as_deref().map(str::len), Some(64));
+    assert_ne!(build[0].action_key, build[1].action_key);
+    // Each step carries what the model predicted before it ran: the first from the prior,
+    // later ones from what the earlier runs taught it.
+    let first = build[0].predicted.as_ref().unwrap();
+    assert_eq!(first.model, "prior");
+    assert!(
+        first.p50 <= first.p80 && first.p80 <= first.p90,
+        "{first:?}"
+    );
+    assert_ne!(build[1].predicted.as_ref().unwrap().model, "prior");
+}
+
+#[test]
+fn predict_report_scores_the_recorded_predictions() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("plan.toml"), PLAN).unwrap();
-    for _ in 0..2 {
+    for _ in 0..3 {
         let (code, out) = run(dir.path());
         assert_eq!(code, Some(0), "{out}");
     }
-    let h = History::open(&dir.path().join(".ci-intel/history.db")).unwrap();
-    assert_eq!(h.runs("hist").unwrap(), 2);
-    let build = h.step_history("hist", "build", 10).unwrap();
-    assert_eq!(build.len(), 2);
-    assert!(build.iter().all(|s| s.state == "succeeded"));
-    // The second run restored it from the cache, and the history says so.
-    assert_eq!(
-        build.iter().map(|s| s.cache_hit).collect::<Vec<_>>(),
-        [false, true]
+    let report = |args: &[&str]| {
+        let out = support::ci_intel()
+            .args(["predict", "report"])
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = report(&[]);
+    assert!(
+        text.starts_with("plan hist: last 3 runs, 6 predictions scored\n"),
+        "{text}"
     );
-    assert!(build[0].runner_class.starts_with("cpu"), "{:?}", build[0]);
+    for needle in [
+        "overall: MAPE",
+        "WAPE",
+        "p90 coverage",
+        "STEP",
+        "build",
+        "check",
+    ] {
+        assert!(text.contains(needle), "{needle}: {text}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&report(&["--json", "--runs", "2"])).unwrap();
+    let plan = &json["plans"][0];
+    assert_eq!(plan["plan"], "hist");
+    assert_eq!(plan["runs"], 2);
+    assert_eq!(plan["overall"]["samples"], 4);
+    assert_eq!(plan["trend"].as_array().unwrap().len(), 2);
+    // Two runs back the model had seen one run: nothing served from the prior.
+    assert!(plan["models"].get("prior").is_none(), "{plan}");
+    let steps: Vec<&str> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["build", "check"]);
+    // All three runs: the first was predicted from the prior.
+    let all: serde_json::Value = serde_json::from_str(&report(&["--json"])).unwrap();
+    assert_eq!(all["plans"][0]["models"]["prior"], 2, "{all}");
+    // A plan the history does not know is a usage error.
+    let out = support::ci_intel()
+        .args(["predict", "report", "--plan", "nope"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("plans it has: hist"));
 }
 
 #[test]

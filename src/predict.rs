@@ -1,0 +1,360 @@
+//! The runtime model in a run: learned from the history before the run, its predictions
+//! recorded beside each step after it, and `ci-intel predict report`.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use ci_intel_executor::InputGlobs;
+use ci_intel_scheduler::history::{History, PastRun, RecordedPrediction, RunRecord, StepRecord};
+use ci_intel_scheduler::{Features, Plan, Query, RunReport, RuntimeModel};
+
+/// Runs of a plan the model learns from.
+const LEARN_RUNS: usize = 50;
+/// The prior of a step nothing is known of, in a plan nothing is known of.
+const DEFAULT_PRIOR: Duration = Duration::from_secs(1);
+
+/// What a run knows before it starts: the model as of the last run, and what changed since.
+pub(crate) struct Learned {
+    /// The model, learned from the plan's past runs.
+    pub(crate) model: RuntimeModel,
+    /// This machine's runner class.
+    pub(crate) runner_class: String,
+    /// The commit the plan's root is at, when it is a git checkout.
+    pub(crate) commit: Option<String>,
+    /// Files each step's inputs match that changed since the step's previous run.
+    pub(crate) changed: HashMap<String, u64>,
+}
+
+impl Learned {
+    /// Learns `plan`'s model from `history` (none: priors only).
+    pub(crate) fn load(plan: &Plan, history: Option<&History>) -> Learned {
+        let past = match history.map(|h| h.replay(&plan.name, LEARN_RUNS)) {
+            Some(Ok(runs)) => runs,
+            Some(Err(e)) => {
+                tracing::warn!(
+                    "run history unreadable, steps are ordered by priors: {}",
+                    ci_intel_cache::error_chain(&e)
+                );
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
+        let commit = git_head(&plan.root);
+        let changed = match &commit {
+            Some(_) => changed_files(plan, &past),
+            None => HashMap::new(),
+        };
+        Learned {
+            model: RuntimeModel::from_history(&past, DEFAULT_PRIOR),
+            runner_class: ci_intel_scheduler::history::runner_class(|k| std::env::var(k).ok()),
+            commit,
+            changed,
+        }
+    }
+
+    /// Each step's predicted median as a run (a cache miss) on this machine.
+    pub(crate) fn medians(&self, plan: &Plan) -> Vec<Duration> {
+        plan.steps
+            .iter()
+            .map(|s| {
+                self.model
+                    .predict(&Query {
+                        step: &s.id,
+                        cache_hit: false,
+                        runner_class: &self.runner_class,
+                        features: Features::default(),
+                    })
+                    .p50
+            })
+            .collect()
+    }
+
+    /// The prediction for a step that ran, as it would have been made before it ran: the
+    /// model as of the start of the run, the step's cache outcome and its inputs.
+    fn prediction(&self, step: &str, hit: bool, features: Features) -> RecordedPrediction {
+        let p = self.model.predict(&Query {
+            step,
+            cache_hit: hit,
+            runner_class: &self.runner_class,
+            features,
+        });
+        RecordedPrediction {
+            p50: p.p50,
+            p80: p.p80,
+            p90: p.p90,
+            model: p.source.name().to_string(),
+        }
+    }
+}
+
+/// `HEAD` of the git checkout `root` is in, if it is in one.
+fn git_head(root: &Path) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "--verify", "-q", "HEAD"])
+        .current_dir(root)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let head = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    (out.status.success() && !head.is_empty()).then_some(head)
+}
+
+/// Tracked files under `root` (relative to it) that differ between `commit` and the working
+/// tree; `None` when git cannot say (not a checkout, the commit is not in a shallow clone).
+fn changed_since(root: &Path, commit: &str) -> Option<Vec<String>> {
+    let out = std::process::Command::new("git")
+        .args(["diff", "--name-only", "--relative", "--no-renames", "-z"])
+        .arg(commit)
+        .arg("--")
+        .current_dir(root)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    Some(
+        out.stdout
+            .split(|&b| b == 0)
+            .filter(|p| !p.is_empty())
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect(),
+    )
+}
+
+/// For each step with inputs that ran before at a known commit: how many of the files its
+/// inputs match changed since then. One `git diff` per distinct commit.
+fn changed_files(plan: &Plan, past: &[PastRun]) -> HashMap<String, u64> {
+    let mut last_commit: HashMap<&str, &str> = HashMap::new();
+    for run in past {
+        let Some(commit) = run.git_commit.as_deref() else {
+            continue;
+        };
+        for s in &run.steps {
+            last_commit.insert(&s.step, commit);
+        }
+    }
+    let mut diffs: HashMap<&str, Option<Vec<String>>> = HashMap::new();
+    let mut out = HashMap::new();
+    for step in plan.steps.iter().filter(|s| !s.inputs.is_empty()) {
+        let Some(&commit) = last_commit.get(step.id.as_str()) else {
+            continue;
+        };
+        let diff = diffs
+            .entry(commit)
+            .or_insert_with(|| changed_since(&plan.root, commit));
+        let Some(changed) = diff else {
+            continue;
+        };
+        let Ok(globs) = InputGlobs::new(&step.inputs) else {
+            continue;
+        };
+        let n = changed
+            .iter()
+            .filter(|p| globs.is_match(Path::new(p)))
+            .count();
+        out.insert(step.id.clone(), n as u64);
+    }
+    out
+}
+
+/// Records the run in the history, each step with what the model predicted for it. A
+/// history that cannot be written costs a warning, never the run.
+pub(crate) fn record(
+    plan: &Plan,
+    report: &RunReport,
+    history: &History,
+    learned: &Learned,
+    state_dir: &Path,
+) {
+    let unix_ms = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    };
+    let steps = report
+        .results
+        .iter()
+        .filter(|r| r.attempts > 0)
+        .map(|r| {
+            let outcome = r.outcome.as_ref();
+            let hit = outcome.is_some_and(|o| o.cached);
+            let inputs = outcome.and_then(|o| o.inputs);
+            let changed_files = learned.changed.get(&r.id).copied();
+            let features = Features {
+                input_bytes: inputs.map(|i| i.bytes),
+                changed_files,
+            };
+            StepRecord {
+                step: r.id.clone(),
+                action_key: outcome.and_then(|o| o.action_key.clone()),
+                started_unix_ms: outcome.map_or(0, |o| unix_ms(o.started_at)),
+                duration: r.duration,
+                queue: r.queue,
+                exit_code: outcome.and_then(|o| o.exit_code),
+                state: r.state.label().to_string(),
+                attempts: r.attempts,
+                cache_hit: hit,
+                changed_files,
+                input_bytes: inputs.map(|i| i.bytes),
+                input_files: inputs.map(|i| i.files),
+                predicted: Some(learned.prediction(&r.id, hit, features)),
+            }
+        })
+        .collect();
+    let run = RunRecord {
+        plan: plan.name.clone(),
+        started_unix_ms: unix_ms(std::time::SystemTime::now())
+            .saturating_sub(u64::try_from(report.wall.as_millis()).unwrap_or(0)),
+        wall: report.wall,
+        runner_class: learned.runner_class.clone(),
+        git_commit: learned.commit.clone(),
+        steps,
+    };
+    if let Err(e) = history.record(&run) {
+        tracing::warn!(
+            "run history {} not recorded: {}",
+            state_dir.join("history.db").display(),
+            ci_intel_cache::error_chain(&e)
+        );
+    }
+}
+
+/// A fraction as a percentage, `-` when there is none.
+fn pct(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{:.1}%", v * 100.0))
+}
+
+/// `ci-intel predict report`.
+pub(crate) fn report(
+    state_dir: &Path,
+    plan: Option<&str>,
+    runs: usize,
+    json: bool,
+) -> Result<Result<u8, crate::Failure>, anyhow::Error> {
+    use ci_intel_scheduler::accuracy;
+    let path = state_dir.join("history.db");
+    if !path.is_file() {
+        return Ok(Err(crate::Failure::usage(
+            format!("error: no run history at {}", path.display()),
+            Some(
+                "run a plan first, or point --state-dir at the state directory of the runs \
+                 (`.ci-intel` under the plan's root by default)"
+                    .into(),
+            ),
+        )));
+    }
+    if runs == 0 {
+        return Ok(Err(crate::Failure::usage(
+            "error: --runs must be at least 1",
+            None,
+        )));
+    }
+    let history =
+        History::open(&path).map_err(|e| anyhow::anyhow!(ci_intel_cache::error_chain(&e)))?;
+    let plans = match plan {
+        Some(p) => vec![p.to_string()],
+        None => history
+            .plans()
+            .map_err(|e| anyhow::anyhow!(ci_intel_cache::error_chain(&e)))?,
+    };
+    let mut reports = Vec::new();
+    for name in &plans {
+        let past = history
+            .replay(name, runs)
+            .map_err(|e| anyhow::anyhow!(ci_intel_cache::error_chain(&e)))?;
+        if past.is_empty() {
+            return Ok(Err(crate::Failure::usage(
+                format!(
+                    "error: the history at {} has no runs of plan `{name}`",
+                    path.display()
+                ),
+                Some(format!(
+                    "plans it has: {}",
+                    history
+                        .plans()
+                        .map_err(|e| anyhow::anyhow!(ci_intel_cache::error_chain(&e)))?
+                        .join(", ")
+                )),
+            )));
+        }
+        reports.push(accuracy::report(name, &past));
+    }
+    if json {
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "plans": reports }))?
+        );
+        return Ok(Ok(crate::exit::SUCCESS));
+    }
+    for (i, r) in reports.iter().enumerate() {
+        if i > 0 {
+            outln!();
+        }
+        let o = &r.overall;
+        outln!(
+            "plan {}: last {} run{}, {} predictions scored",
+            r.plan,
+            r.runs,
+            if r.runs == 1 { "" } else { "s" },
+            o.samples
+        );
+        outln!(
+            "overall: MAPE {} ({} steps of 1s or more)  WAPE {}  p90 coverage {}  over p80 {}",
+            pct(o.mape),
+            o.mape_samples,
+            pct(o.wape),
+            pct(o.p90_coverage),
+            pct(o.underpredicted)
+        );
+        let models: Vec<String> = r.models.iter().map(|(m, n)| format!("{m} {n}")).collect();
+        outln!(
+            "models: {}",
+            if models.is_empty() {
+                "-".into()
+            } else {
+                models.join(", ")
+            }
+        );
+        if r.steps.is_empty() {
+            outln!("no predictions recorded yet: they are recorded from the next run on");
+            continue;
+        }
+        let width = r
+            .steps
+            .iter()
+            .map(|s| s.step.len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        outln!();
+        outln!(
+            "{:<width$}  {:<19}  {:>5}  {:>7}  {:>7}  {:>6}  {:>8}  {:>9}",
+            "STEP",
+            "MODEL",
+            "RUNS",
+            "MAPE",
+            "WAPE",
+            "P90",
+            "LAST",
+            "PREDICTED"
+        );
+        for s in &r.steps {
+            outln!(
+                "{:<width$}  {:<19}  {:>5}  {:>7}  {:>7}  {:>6}  {:>7.2}s  {:>8.2}s",
+                s.step,
+                s.model,
+                s.accuracy.samples,
+                pct(s.accuracy.mape),
+                pct(s.accuracy.wape),
+                pct(s.accuracy.p90_coverage),
+                s.last_seconds,
+                s.last_p50_seconds
+            );
+        }
+        let trend: Vec<String> = r.trend.iter().map(|t| pct(t.accuracy.wape)).collect();
+        outln!();
+        outln!("trend (WAPE per run, oldest first): {}", trend.join(" "));
+    }
+    Ok(Ok(crate::exit::SUCCESS))
+}
