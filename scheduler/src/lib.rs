@@ -28,7 +28,7 @@ pub use diag::{Diagnostic, LoadError};
 pub use dispatch::{
     DispatchError, DispatchOptions, Event, Observer, RunReport, StepResult, StepState, dispatch,
 };
-pub use estimate::{DurationEstimator, HistoryEstimator, LogStats, StaticEstimator};
+pub use estimate::{DurationEstimator, StaticEstimator};
 pub use graph::{
     Predicted, Selection, SelectionError, critical_path, priorities, priorities_from, render_dot,
     render_mermaid,
