@@ -64,8 +64,16 @@ fn each_run_and_its_steps_are_recorded_with_features_and_predictions() {
     let (code, out) = run(dir.path());
     assert_eq!(code, Some(0), "{out}");
 
+    // Without the cache there is no key, and the inputs are still measured.
+    let out = support::ci_intel()
+        .args(["run", "plan.toml", "--no-cache"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+
     let h = History::open(&dir.path().join(".ci-intel/history.db")).unwrap();
-    assert_eq!(h.runs("hist").unwrap(), 3);
+    assert_eq!(h.runs("hist").unwrap(), 4);
     let runs = h.replay("hist", 10).unwrap();
     assert!(runs[0].runner_class.starts_with("cpu"), "{:?}", runs[0]);
     assert_eq!(runs[0].git_commit.as_deref().map(str::len), Some(40));
@@ -77,8 +85,11 @@ fn each_run_and_its_steps_are_recorded_with_features_and_predictions() {
     // Runs, a run after the change, a hit: the history says which.
     assert_eq!(
         build.iter().map(|s| s.cache_hit).collect::<Vec<_>>(),
-        [false, false, true]
+        [false, false, true, false]
     );
+    assert_eq!(build[3].action_key, None);
+    assert_eq!(build[3].input_bytes, Some(14));
+    assert_eq!(build[3].input_files, Some(2));
     assert_eq!(build[0].input_files, Some(2));
     assert_eq!(build[0].input_bytes, Some(13));
     assert_eq!(build[1].input_bytes, Some(14));

@@ -21,7 +21,7 @@ pub(crate) use ci_intel_cache::error_chain as chain;
 use ci_intel_cache::key::{EnvValue, InputFile, KeyInputs, KeySummary};
 use ci_intel_cache::{ActionKey, platform};
 
-use crate::action::{Action, ActionSandbox, NetworkAccess};
+use crate::action::{Action, ActionSandbox, InputStats, NetworkAccess};
 
 /// A step's key, and the files it was computed from (to check them again after the run).
 #[derive(Debug)]
@@ -31,7 +31,7 @@ pub(crate) struct Keyed {
     /// Absolute path and what the key saw there.
     files: Vec<(PathBuf, InputFile)>,
     /// The visible inputs' files and bytes.
-    pub(crate) stats: crate::InputStats,
+    pub(crate) stats: InputStats,
 }
 
 /// Every file under `paths` (files, and directories walked), absolute and sorted. A
@@ -55,15 +55,29 @@ fn files_under(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// The files and bytes a step can read as inputs (`paths` and its needs' outputs), by
+/// their metadata alone: for steps whose key is not computed.
+pub(crate) fn input_stats(paths: &[PathBuf], needs_outputs: &[PathBuf]) -> Option<InputStats> {
+    let mut visible = paths.to_vec();
+    visible.extend(needs_outputs.iter().filter(|p| p.exists()).cloned());
+    let files = files_under(&visible).ok()?;
+    let mut stats = InputStats::default();
+    for f in files {
+        stats.files += 1;
+        stats.bytes += std::fs::metadata(&f).ok()?.len();
+    }
+    Some(stats)
+}
+
 /// Hashes `files` (under `root`) on every core.
 fn hash_files(
     root: &Path,
     paths: Vec<PathBuf>,
-) -> Result<(Vec<(PathBuf, InputFile)>, crate::InputStats), String> {
+) -> Result<(Vec<(PathBuf, InputFile)>, InputStats), String> {
     use std::os::unix::fs::PermissionsExt as _;
     let digests = digest::of_files(&paths, 0);
     let mut out = Vec::with_capacity(paths.len());
-    let mut stats = crate::InputStats::default();
+    let mut stats = InputStats::default();
     for (path, d) in paths.into_iter().zip(digests) {
         let (digest, size) = d.map_err(|e| format!("hashing input {}: {e}", path.display()))?;
         stats.files += 1;

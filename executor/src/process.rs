@@ -396,9 +396,13 @@ impl Execute for ProcessExecutor {
             }
             _ => None,
         };
-        if let Some(keyed) = &keyed {
-            outcome.action_key = Some(keyed.key.to_string());
-            outcome.inputs = Some(keyed.stats);
+        match (&keyed, &action.sandbox) {
+            (Some(keyed), _) => {
+                outcome.action_key = Some(keyed.key.to_string());
+                outcome.inputs = Some(keyed.stats);
+            }
+            (None, Some(sb)) => outcome.inputs = cache::input_stats(&visible, &sb.needs_outputs),
+            (None, None) => {}
         }
         if let (Some(cache), Some(keyed), Some(sb)) = (&self.cache, &keyed, &action.sandbox) {
             if let Some(hit) = self
