@@ -39,8 +39,8 @@ pub use secrets::{
     sweep,
 };
 pub use workspace::{
-    CollectError, Exclusions, InputGlobs, InputsError, Staging, StagingError, VisibleInputs,
-    visible_inputs, visible_inputs_excluding,
+    CollectError, Exclusions, InputGlobIndex, InputGlobs, InputsError, Staging, StagingError,
+    VisibleInputs, visible_inputs, visible_inputs_excluding,
 };
 
 use std::future::Future;

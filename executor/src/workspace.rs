@@ -138,6 +138,66 @@ impl InputGlobs {
     }
 }
 
+/// The input globs of many steps in one set, matched as [`InputGlobs`] matches them: for
+/// counting, in one pass over a list of paths, how many of them each step's inputs match.
+#[derive(Clone, Debug)]
+pub struct InputGlobIndex {
+    set: GlobSet,
+    /// The step (its position in the list given) of each glob in `set`.
+    owner: Vec<usize>,
+    steps: usize,
+}
+
+impl InputGlobIndex {
+    /// Compiles each step's `inputs` (step `i` is `steps[i]`). A step whose globs do not
+    /// compile matches nothing (the plan loader has refused such plans already).
+    pub fn new<'a>(steps: impl IntoIterator<Item = &'a [String]>) -> Self {
+        let mut set = GlobSetBuilder::new();
+        let mut owner = Vec::new();
+        let mut count = 0;
+        for (i, inputs) in steps.into_iter().enumerate() {
+            count = i + 1;
+            for declared in inputs {
+                let glob = strip_dot_slash(declared);
+                if escapes_root(glob) {
+                    continue;
+                }
+                if let Ok(g) = build_glob(glob) {
+                    set.add(g);
+                    owner.push(i);
+                }
+            }
+        }
+        let set = set.build().unwrap_or_else(|_| GlobSet::empty());
+        if set.is_empty() {
+            owner.clear();
+        }
+        Self {
+            set,
+            owner,
+            steps: count,
+        }
+    }
+
+    /// For each step, how many of `paths` (relative to the root) its inputs match.
+    pub fn counts<'p>(&self, paths: impl IntoIterator<Item = &'p Path>) -> Vec<u64> {
+        let mut counts = vec![0; self.steps];
+        let mut hits = Vec::new();
+        let mut owners = Vec::new();
+        for path in paths {
+            self.set.matches_into(path, &mut hits);
+            owners.clear();
+            owners.extend(hits.iter().map(|&g| self.owner[g]));
+            owners.sort_unstable();
+            owners.dedup();
+            for &o in &owners {
+                counts[o] += 1;
+            }
+        }
+        counts
+    }
+}
+
 /// Builds one glob the way inputs are matched.
 fn build_glob(glob: &str) -> Result<globset::Glob, globset::Error> {
     GlobBuilder::new(glob).literal_separator(true).build()
@@ -2109,5 +2169,35 @@ mod tests {
             vec![root.join("run/a.txt")],
             "only the regular file, not the directory"
         );
+    }
+
+    #[test]
+    fn a_glob_index_counts_each_steps_matching_paths_once() {
+        let steps: Vec<Vec<String>> = vec![
+            vec!["src/*.c".into(), "src/**".into()],
+            vec!["./include/*.h".into()],
+            vec![],
+            vec!["../escape/**".into(), "docs/{a,b}.md".into()],
+        ];
+        let index = InputGlobIndex::new(steps.iter().map(Vec::as_slice));
+        let paths = [
+            "src/main.c",
+            "src/sub/x.c",
+            "include/wc.h",
+            "include/sub/no.h",
+            "docs/a.md",
+            "README.md",
+        ];
+        // src/main.c matches both of step 0's globs and counts once.
+        assert_eq!(
+            index.counts(paths.iter().map(Path::new)),
+            [2, 1, 0, 1],
+            "as InputGlobs matches: `*` stays in one directory, `./` is ignored"
+        );
+        for (i, globs) in steps.iter().enumerate().take(2) {
+            let one = InputGlobs::new(globs).unwrap();
+            let n = paths.iter().filter(|p| one.is_match(Path::new(p))).count();
+            assert_eq!(index.counts(paths.iter().map(Path::new))[i], n as u64);
+        }
     }
 }
