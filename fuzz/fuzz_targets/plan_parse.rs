@@ -21,6 +21,7 @@ fuzz_target!(|data: &[u8]| {
             let predicted = ci_intel_scheduler::Predicted {
                 p50: &prio,
                 p80: &prio,
+                order: &prio,
             };
             let _ = render_dot(&plan, Some(&predicted));
             let _ = render_mermaid(&plan, Some(&predicted));

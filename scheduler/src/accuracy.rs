@@ -7,8 +7,7 @@
 //!   what matters for a makespan.
 //! - **p90 coverage**: the share of steps that finished within the predicted p90 (0.9 is
 //!   calibrated; lower means the model is overconfident).
-//! - **underpredicted**: the share of steps that took longer than the p80 the scheduler
-//!   ordered by.
+//! - **underpredicted**: the share of steps that took longer than their predicted p80.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

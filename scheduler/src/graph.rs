@@ -139,8 +139,10 @@ fn quote(id: &str) -> String {
 pub struct Predicted<'a> {
     /// Each step's predicted median.
     pub p50: &'a [Duration],
-    /// Each step's predicted p80 (what the scheduler orders by).
+    /// Each step's predicted p80.
     pub p80: &'a [Duration],
+    /// Each step's estimate as the scheduler orders by it: the critical path follows these.
+    pub order: &'a [Duration],
 }
 
 /// The critical path by `estimates`: the longest chain of steps, from a step nothing
@@ -175,7 +177,7 @@ fn on_path(plan: &Plan, predicted: Option<&Predicted<'_>>) -> (Vec<bool>, Vec<(u
     let mut nodes = vec![false; plan.steps.len()];
     let mut edges = Vec::new();
     if let Some(p) = predicted {
-        let path = critical_path(plan, p.p80);
+        let path = critical_path(plan, p.order);
         for &i in &path {
             nodes[i] = true;
         }
@@ -185,8 +187,8 @@ fn on_path(plan: &Plan, predicted: Option<&Predicted<'_>>) -> (Vec<bool>, Vec<(u
 }
 
 /// The plan as Graphviz dot: one box per step, an edge from each need to its dependent.
-/// With predictions, each box shows the step's p50 and p80, and the critical path (by p80)
-/// is drawn bold and red, its length in a comment.
+/// With predictions, each box shows the step's p50 and p80, and the critical path (by the
+/// scheduler's estimates) is drawn bold and red, its length in a comment.
 pub fn render_dot(plan: &Plan, predicted: Option<&Predicted<'_>>) -> String {
     let mut s = format!(
         "digraph {} {{\n  rankdir=LR;\n  node [shape=box];\n",
@@ -196,9 +198,13 @@ pub fn render_dot(plan: &Plan, predicted: Option<&Predicted<'_>>) -> String {
     if let Some(p) = predicted {
         let total: Duration = (0..plan.steps.len())
             .filter(|&i| crit[i])
-            .map(|i| p.p80[i])
+            .map(|i| p.order[i])
             .sum();
-        let _ = writeln!(s, "  // critical path (p80): {:.1}s", total.as_secs_f64());
+        let _ = writeln!(
+            s,
+            "  // critical path (by the scheduler's estimates): {}",
+            short(total)
+        );
     }
     for (i, step) in plan.steps.iter().enumerate() {
         match predicted {
@@ -344,9 +350,13 @@ needs = ["b", "c"]
         let predicted = Predicted {
             p50: &p50,
             p80: &p80,
+            order: &p80,
         };
         let dot = render_dot(&plan, Some(&predicted));
-        assert!(dot.contains("// critical path (p80): 7.0s"), "{dot}");
+        assert!(
+            dot.contains("// critical path (by the scheduler's estimates): 7.0s"),
+            "{dot}"
+        );
         assert!(
             dot.contains(r#""b" [label="b\np50 4.0s  p80 5.0s", color=red, penwidth=2];"#),
             "{dot}"

@@ -12,7 +12,10 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 /// The schema version this code writes (each migration moves a database up by one).
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
+
+/// Runs of each plan kept; older ones are deleted as new ones are recorded.
+pub const KEEP_RUNS: i64 = 500;
 
 /// Migrations, in order: `MIGRATIONS[v]` moves a database from version `v` to `v + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -49,6 +52,8 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE steps ADD COLUMN model TEXT;
      ALTER TABLE runs ADD COLUMN git_commit TEXT;
      CREATE INDEX runs_by_plan ON runs (plan, id);",
+    // 3: replay reads a plan's last runs without scanning all its steps ever recorded.
+    "CREATE INDEX steps_by_run ON steps (plan, run_id);",
 ];
 
 /// Why the history could not be used.
@@ -319,6 +324,17 @@ impl History {
                 recorded += 1;
             }
         }
+        // Retention: the plan's oldest runs beyond the last KEEP_RUNS go.
+        tx.execute(
+            "DELETE FROM steps WHERE plan = ?1 AND run_id <= (
+                 SELECT id FROM runs WHERE plan = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+            params![run.plan, KEEP_RUNS],
+        )?;
+        tx.execute(
+            "DELETE FROM runs WHERE plan = ?1 AND id <= (
+                 SELECT id FROM runs WHERE plan = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+            params![run.plan, KEEP_RUNS],
+        )?;
         tx.commit()?;
         Ok(recorded)
     }
@@ -545,6 +561,31 @@ mod tests {
         assert_eq!(last, runs[2..]);
         assert!(h.replay("other", 10).unwrap().is_empty());
         assert_eq!(h.plans().unwrap(), ["demo"]);
+    }
+
+    #[test]
+    fn only_the_last_runs_of_a_plan_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = History::open(&dir.path().join("history.db")).unwrap();
+        let keep = usize::try_from(KEEP_RUNS).unwrap();
+        for i in 0..keep + 3 {
+            h.record(&run(i as u64, vec![step("build", 10, false)]))
+                .unwrap();
+        }
+        let mut other = run(0, vec![step("build", 10, false)]);
+        other.plan = "other".into();
+        h.record(&other).unwrap();
+        assert_eq!(h.runs("demo").unwrap(), KEEP_RUNS as u64);
+        assert_eq!(h.runs("other").unwrap(), 1, "other plans are left alone");
+        let all = h.replay("demo", keep + 10).unwrap();
+        assert_eq!(all.len(), keep);
+        assert_eq!(all[0].started_unix_ms, 3, "the oldest three went");
+        let rows: i64 =
+            h.db.query_row("SELECT COUNT(*) FROM steps WHERE plan = 'demo'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(rows, KEEP_RUNS, "and their steps with them");
     }
 
     #[test]

@@ -7,8 +7,8 @@
 //! highest priority first, retries with exponential backoff and jitter, fail-fast or
 //! keep-going, and cancellation. It keeps the run [`history`] (SQLite), the online
 //! [`RuntimeModel`] that learns each step's duration from it, the [`accuracy`] figures of
-//! its recorded predictions, and the critical path. [`split`] divides the selected steps into CI shards by predicted duration, each shard
-//! closed under `needs`.
+//! its recorded predictions, and the critical path. [`split`] divides the selected steps
+//! into CI shards by predicted duration, each shard closed under `needs`.
 //!
 //! It does not run processes: each attempt is handed to an
 //! [`Execute`](ci_intel_executor::Execute) implementation, so the loop is tested with fake

@@ -4,23 +4,24 @@
 //! Everything is learned in log space, `x = ln(1 + ms)`, where step durations are close to
 //! normal and errors are relative. The layers, most specific first:
 //!
-//! - **baseline**: an exponentially weighted mean and variance of `x`, kept per
-//!   (step, cache outcome, runner class), per (step, cache outcome) and per step. A
-//!   prediction uses the most specific key with enough observations; a step never seen gets
-//!   the plan-wide prior of its cache outcome (the median of the known steps' means).
-//! - **bias correction**: one multiplicative factor for the whole model, the weighted mean of
-//!   recent residuals. A machine that is slower today moves every prediction after the first
-//!   few steps, not one step at a time.
+//! - **baseline**: a fast and a slow exponentially weighted mean of `x` (whichever
+//!   predicted better recently serves) and the variance of its residuals, kept per
+//!   (step, cache outcome, runner class), per (step, cache outcome), and used across cache
+//!   outcomes when only the other is known. A step never seen gets the plan-wide prior of
+//!   its cache outcome (the median of the known steps' means).
+//! - **bias correction**: one multiplicative factor for every known step's prediction, the
+//!   weighted mean of recent residuals shrunk by its own noise, so that a machine that is
+//!   slower today moves the predictions once a few steps show it, and noise does not.
 //! - **quantiles**: p50, p80 and p90 are the mean plus a learned multiple of the step's
 //!   spread. The multiples start at the normal distribution's and follow the observed
 //!   standardised residuals (an online, Robbins–Monro quantile estimate), so a p90 that
 //!   covers too little widens by itself.
 //! - **regression**: per (step, cache outcome), recursive least squares of `x` on
-//!   `ln(1 + input bytes)` and `ln(1 + changed files)`. It serves a step only once it has
-//!   predicted that step's last observations better than the baseline did, each prediction
-//!   made before the observation it is scored on (held out, prequentially).
+//!   `ln(1 + input bytes)` and `ln(1 + changed files)`, centred. It serves a step only once
+//!   it has predicted that step's last observations better than the baseline did, each
+//!   prediction made before the observation it is scored on (held out, prequentially).
 //!
-//! [`Prediction::source`] says which layer served.
+//! [`Prediction::source`] says which layer served. docs/scheduling.md has the constants.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -28,8 +29,10 @@ use std::time::Duration;
 use crate::estimate::DurationEstimator;
 use crate::plan::Step;
 
-/// Weight of the newest observation in a step's mean and variance.
+/// Weight of the newest observation in a step's fast mean and in its variance.
 const ALPHA: f64 = 0.3;
+/// Weight of the newest observation in a step's slow mean.
+const SLOW_ALPHA: f64 = 0.1;
 /// Weight of the newest residual in the bias correction.
 const BIAS_ALPHA: f64 = 0.2;
 /// Step size of the online quantile estimates.
@@ -39,7 +42,7 @@ const PRIOR_SD: f64 = 0.3;
 /// Observations a (step, outcome, runner class) key needs before it serves.
 const MIN_RUNNER_OBS: u32 = 3;
 /// Held-out predictions the regression must have made before it may serve.
-const MIN_REGRESSION_SCORED: u32 = 5;
+const MIN_REGRESSION_SCORED: u32 = 3;
 /// How much better than the baseline (relative error) the regression must be to serve.
 const REGRESSION_MARGIN: f64 = 0.9;
 /// ... and by at least this much (mean absolute log error, about 3%).
@@ -65,12 +68,12 @@ pub struct Features {
 }
 
 impl Features {
-    fn vector(self) -> Option<[f64; 3]> {
-        Some([
-            1.0,
+    /// `ln(1 + bytes)`, when known, and `ln(1 + changed files)`, when known.
+    fn logs(self) -> Option<(f64, Option<f64>)> {
+        Some((
             (self.input_bytes? as f64).ln_1p(),
-            (self.changed_files? as f64).ln_1p(),
-        ])
+            self.changed_files.map(|c| (c as f64).ln_1p()),
+        ))
     }
 }
 
@@ -156,10 +159,18 @@ pub struct Prediction {
     pub source: Source,
 }
 
-/// An exponentially weighted mean and variance of log-duration.
+/// Two exponentially weighted means of log-duration, a fast one (the newest observation
+/// weighs [`ALPHA`]) that follows drift and a slow one ([`SLOW_ALPHA`]) that averages noise
+/// away, each a plain running mean while it has fewer observations than its weight implies.
+/// The one whose recent predictions erred less serves; the variance is that of the served
+/// mean's prediction residuals, so it includes the mean's own error.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Stats {
-    mean: f64,
+    fast: f64,
+    slow: f64,
+    /// Weighted mean absolute residual of each mean's predictions.
+    fast_err: f64,
+    slow_err: f64,
     var: f64,
     n: u32,
 }
@@ -167,16 +178,33 @@ struct Stats {
 impl Stats {
     fn first(x: f64) -> Stats {
         Stats {
-            mean: x,
+            fast: x,
+            slow: x,
+            fast_err: 0.0,
+            slow_err: 0.0,
             var: 0.0,
             n: 1,
         }
     }
 
+    /// The mean that serves.
+    fn mean(&self) -> f64 {
+        if self.slow_err < self.fast_err {
+            self.slow
+        } else {
+            self.fast
+        }
+    }
+
     fn push(&mut self, x: f64) {
-        let diff = x - self.mean;
-        self.mean += ALPHA * diff;
-        self.var = (1.0 - ALPHA) * (self.var + ALPHA * diff * diff);
+        let step = 1.0 / f64::from(self.n + 1);
+        let residual = x - self.mean();
+        let beta = ALPHA.max(step);
+        self.var += beta * (residual * residual - self.var);
+        self.fast_err += beta * ((x - self.fast).abs() - self.fast_err);
+        self.slow_err += beta * ((x - self.slow).abs() - self.slow_err);
+        self.fast += ALPHA.max(step) * (x - self.fast);
+        self.slow += SLOW_ALPHA.max(step) * (x - self.slow);
         self.n += 1;
     }
 
@@ -186,9 +214,14 @@ impl Stats {
     }
 }
 
-/// Recursive least squares with forgetting, over [`Features::vector`].
+/// Recursive least squares with forgetting of `x` on an intercept and the features' logs,
+/// centred on the first observation's (uncentred, `ln(bytes)` near 16 would make the
+/// intercept and the slope all but collinear).
 #[derive(Clone, Debug)]
 struct Rls {
+    /// The first observation's features: the input bytes', and the changed files' once an
+    /// observation had them (a missing count is taken as unchanged from the origin).
+    origin: (f64, Option<f64>),
     w: [f64; 3],
     p: [[f64; 3]; 3],
     /// Weighted mean squared residual, for the spread.
@@ -202,12 +235,13 @@ struct Rls {
 }
 
 impl Rls {
-    fn new(x0: f64) -> Rls {
+    fn new(x0: f64, origin: (f64, Option<f64>)) -> Rls {
         let mut p = [[0.0; 3]; 3];
         for (i, row) in p.iter_mut().enumerate() {
             row[i] = 100.0;
         }
         Rls {
+            origin,
             w: [x0, 0.0, 0.0],
             p,
             mse: PRIOR_SD * PRIOR_SD,
@@ -216,6 +250,14 @@ impl Rls {
             err: 0.0,
             baseline_err: 0.0,
         }
+    }
+
+    fn vector(&self, (bytes, changed): (f64, Option<f64>)) -> [f64; 3] {
+        let changed = match (changed, self.origin.1) {
+            (Some(c), Some(o)) => c - o,
+            _ => 0.0,
+        };
+        [1.0, bytes - self.origin.0, changed]
     }
 
     fn predict(&self, v: &[f64; 3]) -> f64 {
@@ -253,19 +295,39 @@ impl Rls {
     }
 }
 
+/// Everything learned of one step. Index 0 of each pair is a miss (a run), 1 a hit.
+#[derive(Clone, Debug, Default)]
+struct StepState {
+    /// Per cache outcome, on any runner.
+    outcome: [Option<Stats>; 2],
+    /// Per runner class and cache outcome.
+    runner: HashMap<String, [Option<Stats>; 2]>,
+    /// Per cache outcome, the feature regression.
+    regression: [Option<Rls>; 2],
+}
+
+/// Pushes `x` into `slot`, starting it when empty.
+fn push(slot: &mut Option<Stats>, x: f64) {
+    match slot {
+        Some(s) => s.push(x),
+        None => *slot = Some(Stats::first(x)),
+    }
+}
+
 /// The learned state for one plan (steps are named by id).
 #[derive(Clone, Debug)]
 pub struct RuntimeModel {
-    by_runner: HashMap<(String, bool, String), Stats>,
-    by_outcome: HashMap<(String, bool), Stats>,
-    by_step: HashMap<String, Stats>,
-    regression: HashMap<(String, bool), Rls>,
+    steps: HashMap<String, StepState>,
     /// The weighted mean log residual of the baseline.
     bias: f64,
+    /// The weighted mean squared residual, for the bias's standard error.
+    bias_sq: f64,
     /// Learned multiples of the spread for p50, p80, p90.
     multiples: [f64; 3],
     /// For a plan with no history at all.
     default_prior: Duration,
+    /// The plan priors of a miss and a hit, computed when first needed after an update.
+    priors: std::cell::OnceCell<[f64; 2]>,
 }
 
 fn to_log(d: Duration) -> f64 {
@@ -281,13 +343,12 @@ impl RuntimeModel {
     /// A model that knows nothing: every step is `default_prior` until it has run.
     pub fn new(default_prior: Duration) -> RuntimeModel {
         RuntimeModel {
-            by_runner: HashMap::new(),
-            by_outcome: HashMap::new(),
-            by_step: HashMap::new(),
-            regression: HashMap::new(),
+            steps: HashMap::new(),
             bias: 0.0,
+            bias_sq: 0.0,
             multiples: Z,
             default_prior,
+            priors: std::cell::OnceCell::new(),
         }
     }
 
@@ -316,48 +377,71 @@ impl RuntimeModel {
 
     /// Whether the model has learned anything.
     pub fn is_empty(&self) -> bool {
-        self.by_step.is_empty()
+        self.steps.is_empty()
+    }
+
+    /// The bias correction as applied: the weighted mean residual shrunk towards zero by
+    /// its own noise (James–Stein), so that noise alone does not move the predictions but
+    /// a systematic shift does.
+    fn applied_bias(&self) -> f64 {
+        let var = (self.bias_sq - self.bias * self.bias).max(0.0);
+        // Two standard errors: chance alone passes that one time in twenty.
+        let se2 = 4.0 * var * BIAS_ALPHA / (2.0 - BIAS_ALPHA);
+        let b2 = self.bias * self.bias;
+        if b2 <= se2 {
+            0.0
+        } else {
+            self.bias * (1.0 - se2 / b2)
+        }
+    }
+
+    /// The baseline's mean and spread for `q` from what is known of its step, and the key
+    /// that served; `None` for a step never seen.
+    fn known(&self, q: &Query<'_>) -> Option<(f64, f64, Source)> {
+        let state = self.steps.get(q.step)?;
+        let o = usize::from(q.cache_hit);
+        let (stats, source) = if let Some(s) = state
+            .runner
+            .get(q.runner_class)
+            .and_then(|r| r[o].as_ref())
+            .filter(|s| s.n >= MIN_RUNNER_OBS)
+        {
+            (s, Source::StepOutcomeRunner)
+        } else if let Some(s) = &state.outcome[o] {
+            (s, Source::StepOutcome)
+        } else {
+            (state.outcome[1 - o].as_ref()?, Source::Step)
+        };
+        Some((stats.mean() + self.applied_bias(), stats.sd(), source))
     }
 
     /// The baseline's mean and spread for `q`, and the key that served.
     fn baseline(&self, q: &Query<'_>) -> (f64, f64, Source) {
-        let runner = (q.step.to_string(), q.cache_hit, q.runner_class.to_string());
-        if let Some(s) = self
-            .by_runner
-            .get(&runner)
-            .filter(|s| s.n >= MIN_RUNNER_OBS)
-        {
-            return (s.mean + self.bias, s.sd(), Source::StepOutcomeRunner);
-        }
-        if let Some(s) = self.by_outcome.get(&(q.step.to_string(), q.cache_hit)) {
-            return (s.mean + self.bias, s.sd(), Source::StepOutcome);
-        }
-        if let Some(s) = self.by_step.get(q.step) {
-            return (s.mean + self.bias, s.sd(), Source::Step);
-        }
-        let (mean, sd) = self.prior(q.cache_hit);
-        (mean, sd, Source::Prior)
+        self.known(q).unwrap_or_else(|| {
+            let prior = self.priors.get_or_init(|| self.priors());
+            // A guess for a step never seen is wide: a factor of about three either way.
+            (prior[usize::from(q.cache_hit)], 1.0, Source::Prior)
+        })
     }
 
-    /// The plan-wide prior of a cache outcome: the median of the steps' means with that
-    /// outcome, else with any outcome, else the default.
-    fn prior(&self, cache_hit: bool) -> (f64, f64) {
-        let median = |mut v: Vec<f64>| {
+    /// The plan-wide priors of a miss and of a hit: the median of the steps' means with
+    /// that outcome, else with the other, else the default.
+    fn priors(&self) -> [f64; 2] {
+        let median = |o: usize| {
+            let mut v: Vec<f64> = self
+                .steps
+                .values()
+                .filter_map(|s| s.outcome[o].as_ref().map(Stats::mean))
+                .collect();
             v.sort_by(f64::total_cmp);
             v.get(v.len() / 2).copied()
         };
-        let same: Vec<f64> = self
-            .by_outcome
-            .iter()
-            .filter(|((_, hit), _)| *hit == cache_hit)
-            .map(|(_, s)| s.mean)
-            .collect();
-        let any = || median(self.by_step.values().map(|s| s.mean).collect());
-        let mean = median(same)
-            .or_else(any)
-            .unwrap_or_else(|| to_log(self.default_prior));
-        // A guess for a step never seen is wide: a factor of about three either way.
-        (mean, 1.0)
+        let (miss, hit) = (median(0), median(1));
+        let default = to_log(self.default_prior);
+        [
+            miss.or(hit).unwrap_or(default),
+            hit.or(miss).unwrap_or(default),
+        ]
     }
 
     /// The prediction for `q`.
@@ -376,34 +460,46 @@ impl RuntimeModel {
     }
 
     fn regression_for(&self, q: &Query<'_>) -> Option<(&Rls, [f64; 3])> {
-        let v = q.features.vector()?;
-        let rls = self.regression.get(&(q.step.to_string(), q.cache_hit))?;
-        rls.serves().then_some((rls, v))
+        let logs = q.features.logs()?;
+        let rls = self.steps.get(q.step)?.regression[usize::from(q.cache_hit)].as_ref()?;
+        rls.serves().then(|| (rls, rls.vector(logs)))
     }
 
     /// Learns from one finished step. Call it in the order steps finished.
     pub fn update(&mut self, o: &Observation<'_>) {
         let q = &o.query;
         let x = to_log(o.duration);
-        // Score the prediction made before this observation, then learn from it.
-        let (mean, sd, source) = self.baseline(q);
+        // Score the prediction made before this observation, then learn from it. A step
+        // (or cache outcome) never seen has nothing to score: its prediction was the prior.
+        let known = self.known(q);
         // Only predictions from the step's own key teach the bias and the quantiles: a hit
         // predicted from misses, or one runner from another, is the wrong key, not a slow
         // machine.
-        if source == Source::StepOutcomeRunner {
+        if let Some((mean, sd, Source::StepOutcomeRunner)) = known {
             let z = ((x - mean) / sd).clamp(-4.0, 4.0);
             for (m, tau) in self.multiples.iter_mut().zip(TAUS) {
                 let below = if z <= *m { 1.0 } else { 0.0 };
                 *m += QUANTILE_RATE * (tau - below);
             }
             // The bias is the residual of the unbiased mean.
-            let residual = (x - (mean - self.bias)).clamp(-MAX_RESIDUAL, MAX_RESIDUAL);
+            let residual = (x - (mean - self.applied_bias())).clamp(-MAX_RESIDUAL, MAX_RESIDUAL);
             self.bias += BIAS_ALPHA * (residual - self.bias);
+            self.bias_sq += BIAS_ALPHA * (residual * residual - self.bias_sq);
         }
-        if let Some(v) = q.features.vector() {
-            let key = (q.step.to_string(), q.cache_hit);
-            let rls = self.regression.entry(key).or_insert_with(|| Rls::new(x));
-            if rls.n >= 2 {
+        let outcome = usize::from(q.cache_hit);
+        if !self.steps.contains_key(q.step) {
+            self.steps.insert(q.step.to_string(), StepState::default());
+        }
+        let Some(state) = self.steps.get_mut(q.step) else {
+            return;
+        };
+        if let Some(logs) = q.features.logs() {
+            let rls = state.regression[outcome].get_or_insert_with(|| Rls::new(x, logs));
+            if rls.origin.1.is_none() {
+                rls.origin.1 = logs.1;
+            }
+            let v = rls.vector(logs);
+            if let (true, Some((mean, _, _))) = (rls.n >= 2, known) {
                 let err = (rls.predict(&v) - x).abs();
                 let base = (mean - x).abs();
                 if rls.scored == 0 {
@@ -417,36 +513,25 @@ impl RuntimeModel {
             }
             rls.push(&v, x);
         }
-        let push = |s: Option<&mut Stats>| -> Option<Stats> {
-            match s {
-                Some(s) => {
-                    s.push(x);
-                    None
-                }
-                None => Some(Stats::first(x)),
-            }
-        };
-        let runner = (q.step.to_string(), q.cache_hit, q.runner_class.to_string());
-        if let Some(s) = push(self.by_runner.get_mut(&runner)) {
-            self.by_runner.insert(runner, s);
+        if !state.runner.contains_key(q.runner_class) {
+            state
+                .runner
+                .insert(q.runner_class.to_string(), [None, None]);
         }
-        let outcome = (q.step.to_string(), q.cache_hit);
-        if let Some(s) = push(self.by_outcome.get_mut(&outcome)) {
-            self.by_outcome.insert(outcome, s);
+        if let Some(r) = state.runner.get_mut(q.runner_class) {
+            push(&mut r[outcome], x);
         }
-        if let Some(s) = push(self.by_step.get_mut(q.step)) {
-            self.by_step.insert(q.step.to_string(), s);
-        }
+        push(&mut state.outcome[outcome], x);
+        self.priors = std::cell::OnceCell::new();
     }
 
     /// How often `step` was a cache hit recently (0 when never seen).
     fn hit_share(&self, step: &str) -> f64 {
-        let n = |hit| {
-            self.by_outcome
-                .get(&(step.to_string(), hit))
-                .map_or(0.0, |s| f64::from(s.n))
+        let Some(state) = self.steps.get(step) else {
+            return 0.0;
         };
-        let (hits, misses) = (n(true), n(false));
+        let n = |o: usize| state.outcome[o].as_ref().map_or(0.0, |s| f64::from(s.n));
+        let (hits, misses) = (n(1), n(0));
         if hits + misses == 0.0 {
             0.0
         } else {
@@ -455,7 +540,8 @@ impl RuntimeModel {
     }
 
     /// The estimator the scheduler orders by on `runner_class`: each step's p80 as a run
-    /// (a miss), or, for a step that is mostly restored, weighted by how often it was.
+    /// (a miss), or, for a step that was ever restored, the p80s of a hit and a miss
+    /// weighted by how often each happened.
     pub fn estimator<'a>(&'a self, runner_class: &'a str) -> ModelEstimator<'a> {
         ModelEstimator {
             model: self,
