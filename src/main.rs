@@ -277,7 +277,7 @@ fn plan_graph(
         Ok(p) => p,
         Err(f) => return Ok(Err(f)),
     };
-    let (p50, p80) = if predicted {
+    let (p50, p80, order) = if predicted {
         let state_dir = state_dir.map_or_else(|| plan.root.join(".ci-intel"), Path::to_path_buf);
         // Only read: without a history every step is the prior and nothing is created.
         let history = if state_dir.join("history.db").is_file() {
@@ -286,13 +286,15 @@ fn plan_graph(
             None
         };
         let learned = predict::Learned::load(&plan, history.as_ref());
-        (learned.medians(&plan), estimates_of(&plan, &learned))
+        let (p50, p80) = learned.as_runs(&plan);
+        (p50, p80, estimates_of(&plan, &learned))
     } else {
-        (Vec::new(), Vec::new())
+        (Vec::new(), Vec::new(), Vec::new())
     };
     let shown = ci_intel_scheduler::Predicted {
         p50: &p50,
         p80: &p80,
+        order: &order,
     };
     let shown = predicted.then_some(&shown);
     out!(
@@ -429,6 +431,15 @@ fn run(args: RunArgs) -> Outcome {
         .root
         .canonicalize()
         .with_context(|| format!("resolving the plan root {}", plan.root.display()))?;
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
+    if jobs == 0 {
+        return Ok(Err(Failure::usage(
+            "error: --jobs must be at least 1",
+            None,
+        )));
+    }
     let state_dir = args
         .state_dir
         .clone()
@@ -436,7 +447,7 @@ fn run(args: RunArgs) -> Outcome {
     // One history for the run: read for the estimates (when it knows this plan), written
     // after.
     let history = open_history(&state_dir);
-    let learned = predict::Learned::load(&plan, history.as_ref());
+    let mut learned = predict::Learned::load(&plan, history.as_ref());
     let estimates = estimates_of(&plan, &learned);
     if let Some(shard) = args.shard {
         selection = match shard_cmd::run_selection(&plan, shard, &estimates)? {
@@ -505,19 +516,13 @@ fn run(args: RunArgs) -> Outcome {
         }));
     }
 
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
-    if jobs == 0 {
-        return Ok(Err(Failure::usage(
-            "error: --jobs must be at least 1",
-            None,
-        )));
-    }
     let run_dir = state_dir.join("runs").join(run_id());
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("creating run directory {}", run_dir.display()))?;
     let run_dir = run_dir.canonicalize().unwrap_or(run_dir);
+    if !args.dry_run {
+        learned.measure_changes(&plan);
+    }
     let prio = priorities_from(&plan, &estimates);
     let options = DispatchOptions {
         jobs,

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use ci_intel_executor::InputGlobs;
-use ci_intel_scheduler::history::{History, PastRun, RecordedPrediction, RunRecord, StepRecord};
+use ci_intel_executor::InputGlobIndex;
+use ci_intel_scheduler::history::{History, RecordedPrediction, RunRecord, StepRecord};
 use ci_intel_scheduler::{Features, Plan, Query, RunReport, RuntimeModel};
 
 /// Runs of a plan the model learns from.
@@ -20,10 +20,13 @@ pub(crate) struct Learned {
     pub(crate) model: RuntimeModel,
     /// This machine's runner class.
     pub(crate) runner_class: String,
-    /// The commit the plan's root is at, when it is a git checkout.
-    pub(crate) commit: Option<String>,
-    /// Files each step's inputs match that changed since the step's previous run.
-    pub(crate) changed: HashMap<String, u64>,
+    /// The commit of each step's latest recorded run, when it ran in a git checkout.
+    last_commit: HashMap<String, String>,
+    /// The commit the plan's root is at ([`Learned::measure_changes`]).
+    commit: Option<String>,
+    /// Files each step's inputs match that changed since the step's previous run
+    /// ([`Learned::measure_changes`]).
+    changed: HashMap<String, u64>,
 }
 
 impl Learned {
@@ -40,34 +43,64 @@ impl Learned {
             }
             None => Vec::new(),
         };
-        let commit = git_head(&plan.root);
-        let changed = match &commit {
-            Some(_) => changed_files(plan, &past),
-            None => HashMap::new(),
-        };
+        let mut last_commit = HashMap::new();
+        for run in &past {
+            let Some(commit) = run.git_commit.as_deref().filter(|c| is_commit_id(c)) else {
+                continue;
+            };
+            for s in &run.steps {
+                last_commit.insert(s.step.clone(), commit.to_string());
+            }
+        }
         Learned {
             model: RuntimeModel::from_history(&past, DEFAULT_PRIOR),
             runner_class: ci_intel_scheduler::history::runner_class(|k| std::env::var(k).ok()),
-            commit,
-            changed,
+            last_commit,
+            commit: None,
+            changed: HashMap::new(),
         }
     }
 
-    /// Each step's predicted median as a run (a cache miss) on this machine.
-    pub(crate) fn medians(&self, plan: &Plan) -> Vec<Duration> {
+    /// Before a run: the commit the plan's root is at and, per step with `inputs`, how many
+    /// files they match changed since the step's previous run (one `git diff` per distinct
+    /// previous commit, one pass over its paths for all steps).
+    pub(crate) fn measure_changes(&mut self, plan: &Plan) {
+        self.commit = git_head(&plan.root);
+        if self.commit.is_none() {
+            return;
+        }
+        let mut by_commit: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, step) in plan.steps.iter().enumerate() {
+            if let (false, Some(c)) = (step.inputs.is_empty(), self.last_commit.get(&step.id)) {
+                by_commit.entry(c.as_str()).or_default().push(i);
+            }
+        }
+        for (commit, steps) in by_commit {
+            let Some(changed) = changed_since(&plan.root, commit) else {
+                continue;
+            };
+            let index = InputGlobIndex::new(steps.iter().map(|&i| plan.steps[i].inputs.as_slice()));
+            let counts = index.counts(changed.iter().map(Path::new));
+            for (&i, n) in steps.iter().zip(counts) {
+                self.changed.insert(plan.steps[i].id.clone(), n);
+            }
+        }
+    }
+
+    /// Each step's predicted p50 and p80 as a run (a cache miss) on this machine.
+    pub(crate) fn as_runs(&self, plan: &Plan) -> (Vec<Duration>, Vec<Duration>) {
         plan.steps
             .iter()
             .map(|s| {
-                self.model
-                    .predict(&Query {
-                        step: &s.id,
-                        cache_hit: false,
-                        runner_class: &self.runner_class,
-                        features: Features::default(),
-                    })
-                    .p50
+                let p = self.model.predict(&Query {
+                    step: &s.id,
+                    cache_hit: false,
+                    runner_class: &self.runner_class,
+                    features: Features::default(),
+                });
+                (p.p50, p.p80)
             })
-            .collect()
+            .unzip()
     }
 
     /// The prediction for a step that ran, as it would have been made before it ran: the
@@ -88,27 +121,64 @@ impl Learned {
     }
 }
 
+/// Whether `s` is a full commit id (SHA-1 or SHA-256, lowercase hex): anything else read
+/// back from the history file is not handed to git.
+fn is_commit_id(s: &str) -> bool {
+    matches!(s.len(), 40 | 64) && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// `git` in `root`, for reading only: no terminal, no prompt, no lazy fetch of missing
+/// objects, no optional locks, and no repository or index inherited from the environment
+/// (a hook's `GIT_DIR` would point it at another repository).
+fn git(root: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new("git");
+    cmd.current_dir(root)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_NO_LAZY_FETCH", "1")
+        .env("GIT_OPTIONAL_LOCKS", "0");
+    for var in [
+        "GIT_DIR",
+        "GIT_WORK_TREE",
+        "GIT_INDEX_FILE",
+        "GIT_OBJECT_DIRECTORY",
+        "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+        "GIT_COMMON_DIR",
+        "GIT_NAMESPACE",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
 /// `HEAD` of the git checkout `root` is in, if it is in one.
 fn git_head(root: &Path) -> Option<String> {
-    let out = std::process::Command::new("git")
+    let out = git(root)
         .args(["rev-parse", "--verify", "-q", "HEAD"])
-        .current_dir(root)
-        .stderr(std::process::Stdio::null())
         .output()
         .ok()?;
     let head = String::from_utf8(out.stdout).ok()?.trim().to_string();
-    (out.status.success() && !head.is_empty()).then_some(head)
+    (out.status.success() && is_commit_id(&head)).then_some(head)
 }
 
 /// Tracked files under `root` (relative to it) that differ between `commit` and the working
 /// tree; `None` when git cannot say (not a checkout, the commit is not in a shallow clone).
 fn changed_since(root: &Path, commit: &str) -> Option<Vec<String>> {
-    let out = std::process::Command::new("git")
-        .args(["diff", "--name-only", "--relative", "--no-renames", "-z"])
+    if !is_commit_id(commit) {
+        return None;
+    }
+    let out = git(root)
+        .args([
+            "diff",
+            "--name-only",
+            "--relative",
+            "--no-renames",
+            "-z",
+            "--end-of-options",
+        ])
         .arg(commit)
         .arg("--")
-        .current_dir(root)
-        .stderr(std::process::Stdio::null())
         .output()
         .ok()?;
     if !out.status.success() {
@@ -121,42 +191,6 @@ fn changed_since(root: &Path, commit: &str) -> Option<Vec<String>> {
             .map(|p| String::from_utf8_lossy(p).into_owned())
             .collect(),
     )
-}
-
-/// For each step with inputs that ran before at a known commit: how many of the files its
-/// inputs match changed since then. One `git diff` per distinct commit.
-fn changed_files(plan: &Plan, past: &[PastRun]) -> HashMap<String, u64> {
-    let mut last_commit: HashMap<&str, &str> = HashMap::new();
-    for run in past {
-        let Some(commit) = run.git_commit.as_deref() else {
-            continue;
-        };
-        for s in &run.steps {
-            last_commit.insert(&s.step, commit);
-        }
-    }
-    let mut diffs: HashMap<&str, Option<Vec<String>>> = HashMap::new();
-    let mut out = HashMap::new();
-    for step in plan.steps.iter().filter(|s| !s.inputs.is_empty()) {
-        let Some(&commit) = last_commit.get(step.id.as_str()) else {
-            continue;
-        };
-        let diff = diffs
-            .entry(commit)
-            .or_insert_with(|| changed_since(&plan.root, commit));
-        let Some(changed) = diff else {
-            continue;
-        };
-        let Ok(globs) = InputGlobs::new(&step.inputs) else {
-            continue;
-        };
-        let n = changed
-            .iter()
-            .filter(|p| globs.is_match(Path::new(p)))
-            .count();
-        out.insert(step.id.clone(), n as u64);
-    }
-    out
 }
 
 /// Records the run in the history, each step with what the model predicted for it. A
@@ -188,7 +222,11 @@ pub(crate) fn record(
             StepRecord {
                 step: r.id.clone(),
                 action_key: outcome.and_then(|o| o.action_key.clone()),
-                started_unix_ms: outcome.map_or(0, |o| unix_ms(o.started_at)),
+                // The first attempt's start: the last one's end less all attempts' time.
+                started_unix_ms: outcome.map_or(0, |o| {
+                    (unix_ms(o.started_at) + u64::try_from(o.duration.as_millis()).unwrap_or(0))
+                        .saturating_sub(u64::try_from(r.duration.as_millis()).unwrap_or(0))
+                }),
                 duration: r.duration,
                 queue: r.queue,
                 exit_code: outcome.and_then(|o| o.exit_code),

@@ -33,8 +33,16 @@ fn run(dir: &std::path::Path) -> (Option<i32>, String) {
 fn git(dir: &std::path::Path, args: &[&str]) {
     let out = std::process::Command::new("git")
         .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+        .args([
+            "-c",
+            "commit.gpgsign=false",
+            "-c",
+            "core.hooksPath=/dev/null",
+        ])
         .args(args)
         .current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
         .output()
         .expect("git must be installed for this test");
     assert!(out.status.success(), "git {args:?}: {out:?}");
@@ -106,6 +114,73 @@ fn each_run_and_its_steps_are_recorded_with_features_and_predictions() {
         "{first:?}"
     );
     assert_ne!(build[1].predicted.as_ref().unwrap().model, "prior");
+}
+
+#[test]
+fn changed_files_count_under_a_plan_in_a_subdirectory_and_a_forged_commit_is_not_used() {
+    let repo = tempfile::tempdir().unwrap();
+    let root = repo.path().join("sub");
+    std::fs::create_dir_all(root.join("src")).unwrap();
+    std::fs::create_dir_all(repo.path().join("other")).unwrap();
+    let plan = PLAN.replace(
+        "run = \"echo built\"",
+        "run = \"echo built\"\ninputs = [\"src/**\"]",
+    );
+    std::fs::write(root.join("plan.toml"), plan).unwrap();
+    std::fs::write(root.join("src/a.txt"), "a").unwrap();
+    std::fs::write(repo.path().join("other/src.txt"), "x").unwrap();
+    std::fs::write(repo.path().join(".gitignore"), ".ci-intel/\n.test-cache/\n").unwrap();
+    git(repo.path(), &["init", "-q"]);
+    git(repo.path(), &["add", "."]);
+    git(repo.path(), &["commit", "-q", "-m", "one"]);
+    let (code, out) = run(&root);
+    assert_eq!(code, Some(0), "{out}");
+    // One input of the plan changes, and a file outside its root that its glob would
+    // match if paths were taken from the repository's top.
+    std::fs::write(root.join("src/a.txt"), "b").unwrap();
+    std::fs::write(repo.path().join("other/src.txt"), "y").unwrap();
+    git(repo.path(), &["commit", "-q", "-am", "two"]);
+    let (code, out) = run(&root);
+    assert_eq!(code, Some(0), "{out}");
+    let db = root.join(".ci-intel/history.db");
+    let changed = |h: &History| -> Vec<Option<u64>> {
+        h.replay("hist", 10)
+            .unwrap()
+            .iter()
+            .map(|r| {
+                r.steps
+                    .iter()
+                    .find(|s| s.step == "build")
+                    .unwrap()
+                    .changed_files
+            })
+            .collect()
+    };
+    assert_eq!(changed(&History::open(&db).unwrap()), [None, Some(1)]);
+
+    // A history whose commit reads as an option is never handed to git.
+    let victim = repo.path().join("overwritten");
+    {
+        let h = History::open(&db).unwrap();
+        let mut forged = h.replay("hist", 1).unwrap().remove(0);
+        let run = ci_intel_scheduler::history::RunRecord {
+            plan: "hist".into(),
+            started_unix_ms: forged.started_unix_ms + 1,
+            wall: forged.wall,
+            runner_class: forged.runner_class.clone(),
+            git_commit: Some(format!("--output={}", victim.display())),
+            steps: std::mem::take(&mut forged.steps),
+        };
+        h.record(&run).unwrap();
+    }
+    let (code, out) = run(&root);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!victim.exists(), "git wrote {}", victim.display());
+    // The forged run is passed over: nothing changed since the run before it.
+    assert_eq!(
+        changed(&History::open(&db).unwrap()),
+        [None, Some(1), Some(1), Some(0)]
+    );
 }
 
 #[test]
