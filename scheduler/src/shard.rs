@@ -1,5 +1,7 @@
 //! CI shards: the selected steps split over N runners by predicted duration ([`split`]).
 
+use std::collections::{BTreeSet, HashMap};
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 use crate::graph::Selection;
@@ -140,7 +142,14 @@ pub fn split(
     // Components are split one at a time, heaviest first, while it helps.
     let mut split = vec![false; components.len()];
     let mut tried = vec![false; components.len()];
-    let mut best = graph.assign(&components, &split, shards);
+    // The closure cost of each sink of each component tried, computed once.
+    let mut sink_costs: Vec<Vec<Duration>> = vec![Vec::new(); components.len()];
+    let mut memo = ClosureCosts {
+        steps: vec![None; plan.steps.len()],
+        needs: HashMap::new(),
+    };
+    let mut walker = Walker::new(plan.steps.len());
+    let mut best = graph.assign(&components, &split, &sink_costs, shards, &mut walker);
     loop {
         let heavy = components.iter().position(|c| {
             c.splittable()
@@ -159,7 +168,12 @@ pub fn split(
         let Some(c) = candidate else { break };
         tried[c] = true;
         split[c] = true;
-        let next = graph.assign(&components, &split, shards);
+        sink_costs[c] = components[c]
+            .sinks
+            .iter()
+            .map(|&sink| graph.closure_cost(sink, &mut memo, &mut walker))
+            .collect();
+        let next = graph.assign(&components, &split, &sink_costs, shards, &mut walker);
         if next.makespan() < best.makespan() {
             best = next;
         } else {
@@ -186,11 +200,22 @@ pub fn split(
 struct Graph<'a> {
     ids: Vec<&'a str>,
     selected: Vec<bool>,
-    /// Selected needs of each selected step.
-    needs: Vec<Vec<usize>>,
+    /// The selected needs of every selected step in one array, so that walks along needs
+    /// read memory mostly in order: step `i`'s are from `starts[i]` to `starts[i + 1]`.
+    needs: Vec<usize>,
+    starts: Vec<usize>,
     /// Selected steps that need each selected step.
     dependents: Vec<Vec<usize>>,
     estimates: &'a [Duration],
+}
+
+/// Closure costs found so far ([`Graph::closure_cost`]): a closure's cost does not depend
+/// on the shards.
+struct ClosureCosts<'g> {
+    /// Of each step's closure.
+    steps: Vec<Option<Duration>>,
+    /// Of the closures of a list of needs (of a step with several) together.
+    needs: HashMap<&'g [usize], Duration>,
 }
 
 /// A weakly connected component of the selected steps.
@@ -256,26 +281,35 @@ impl<'a> Graph<'a> {
     fn new(plan: &'a Plan, selection: &Selection, estimates: &'a [Duration]) -> Graph<'a> {
         let n = plan.steps.len();
         let selected: Vec<bool> = (0..n).map(|i| selection.contains(i)).collect();
-        let mut needs = vec![Vec::new(); n];
+        let mut needs = Vec::new();
+        let mut starts = Vec::with_capacity(n + 1);
+        starts.push(0);
         let mut dependents = vec![Vec::new(); n];
         for (i, step) in plan.steps.iter().enumerate() {
-            if !selected[i] {
-                continue;
-            }
-            for &d in &step.needs {
-                if selected[d] && !needs[i].contains(&d) {
-                    needs[i].push(d);
-                    dependents[d].push(i);
+            let start = needs.len();
+            if selected[i] {
+                for &d in &step.needs {
+                    if selected[d] && !needs[start..].contains(&d) {
+                        needs.push(d);
+                        dependents[d].push(i);
+                    }
                 }
             }
+            starts.push(needs.len());
         }
         Graph {
             ids: plan.steps.iter().map(|s| s.id.as_str()).collect(),
             selected,
             needs,
+            starts,
             dependents,
             estimates,
         }
+    }
+
+    /// The selected needs of step `i`.
+    fn needs(&self, i: usize) -> &[usize] {
+        &self.needs[self.starts[i]..self.starts[i + 1]]
     }
 
     /// The weakly connected components of the selected steps, heaviest first; among
@@ -294,7 +328,7 @@ impl<'a> Graph<'a> {
             let mut steps = Vec::new();
             while let Some(i) = stack.pop() {
                 steps.push(i);
-                for &j in self.needs[i].iter().chain(&self.dependents[i]) {
+                for &j in self.needs(i).iter().chain(&self.dependents[i]) {
                     if !std::mem::replace(&mut seen[j], true) {
                         stack.push(j);
                     }
@@ -323,42 +357,107 @@ impl<'a> Graph<'a> {
         out
     }
 
+    /// The cost of `step`'s closure (the step and what it needs, transitively).
+    ///
+    /// A step costs itself plus the closure of its needs. With a single need that is the
+    /// need's closure, so chains are summed once; the closure of several needs is walked
+    /// once for each list of needs. `memo` keeps every cost found.
+    fn closure_cost<'g>(
+        &'g self,
+        step: usize,
+        memo: &mut ClosureCosts<'g>,
+        walker: &mut Walker,
+    ) -> Duration {
+        let mut chain = Vec::new();
+        let mut i = step;
+        let mut cost = loop {
+            if let Some(cost) = memo.steps[i] {
+                break cost;
+            }
+            chain.push(i);
+            match *self.needs(i) {
+                [] => break Duration::ZERO,
+                [need] => i = need,
+                ref needs => {
+                    break *memo.needs.entry(needs).or_insert_with(|| {
+                        self.missing_cost(i, |_| false, walker, Duration::MAX) - self.estimates[i]
+                    });
+                }
+            }
+        };
+        for &j in chain.iter().rev() {
+            cost += self.estimates[j];
+            memo.steps[j] = Some(cost);
+        }
+        cost
+    }
+
     /// Calls `f` on every step of `sink`'s closure (the sink and what it needs,
-    /// transitively) that shard `shard` does not hold yet; `None` for a shard that holds
-    /// nothing. Shards are closed under needs, so the walk stops at a step the shard holds.
+    /// transitively) that is not `held`, until `f` breaks. What a shard holds is closed
+    /// under needs, so the walk stops at a step it holds.
     fn missing_from(
         &self,
         sink: usize,
-        shard: Option<usize>,
-        holders: &[Vec<usize>],
-        mut f: impl FnMut(usize),
+        held: impl Fn(usize) -> bool,
+        walker: &mut Walker,
+        mut f: impl FnMut(usize) -> ControlFlow<()>,
     ) {
-        let held = |i: usize| shard.is_some_and(|s| holders[i].contains(&s));
         if held(sink) {
             return;
         }
-        let mut visited = std::collections::HashSet::new();
-        let mut stack = vec![sink];
-        visited.insert(sink);
+        walker.start();
+        walker.visit(sink);
+        let mut stack = std::mem::take(&mut walker.stack);
+        stack.push(sink);
         while let Some(i) = stack.pop() {
-            f(i);
-            for &d in &self.needs[i] {
-                if !held(d) && visited.insert(d) {
+            if f(i).is_break() {
+                stack.clear();
+                break;
+            }
+            for &d in self.needs(i) {
+                if !held(d) && walker.visit(d) {
                     stack.push(d);
                 }
             }
         }
+        walker.stack = stack;
     }
 
-    /// LPT over whole components and the sinks of the components marked in `split`.
-    fn assign(&self, components: &[Component<'a>], split: &[bool], shards: usize) -> Assignment {
-        let no_holders: Vec<Vec<usize>> = Vec::new();
+    /// The sum of the estimates of the steps of `sink`'s closure that are not `held`, or
+    /// some duration above `cap` once the sum is known to exceed it.
+    fn missing_cost(
+        &self,
+        sink: usize,
+        held: impl Fn(usize) -> bool,
+        walker: &mut Walker,
+        cap: Duration,
+    ) -> Duration {
+        let mut cost = Duration::ZERO;
+        self.missing_from(sink, held, walker, |i| {
+            cost += self.estimates[i];
+            if cost > cap {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        });
+        cost
+    }
+
+    /// LPT over whole components and the sinks of the components marked in `split`, whose
+    /// closure costs are in `sink_costs` (in the order of [`Component::sinks`]).
+    fn assign(
+        &self,
+        components: &[Component<'a>],
+        split: &[bool],
+        sink_costs: &[Vec<Duration>],
+        shards: usize,
+        walker: &mut Walker,
+    ) -> Assignment {
         let mut items: Vec<(Duration, &str, Item)> = Vec::new();
         for c in components {
             if split[c.index] {
-                for &sink in &c.sinks {
-                    let mut cost = Duration::ZERO;
-                    self.missing_from(sink, None, &no_holders, |i| cost += self.estimates[i]);
+                for (&sink, &cost) in c.sinks.iter().zip(&sink_costs[c.index]) {
                     items.push((
                         cost,
                         self.ids[sink],
@@ -376,46 +475,54 @@ impl<'a> Graph<'a> {
 
         let mut a = Assignment {
             holders: vec![Vec::new(); self.ids.len()],
-            loads: vec![Duration::ZERO; shards],
+            loads: Vec::new(),
             placed: vec![None; components.len()],
         };
+        let mut loads = Loads::new(shards);
         // The shards holding some step of each split component, ascending.
         let mut touched: Vec<Vec<usize>> = vec![Vec::new(); components.len()];
+        let mut added = Vec::new();
         for (cost, _, item) in items {
             match item {
                 Item::Whole(c) => {
-                    let s = least(&a.loads, |_| Duration::ZERO);
+                    let s = loads.least(|_, _| Duration::ZERO);
                     for &i in &components[c].steps {
                         a.holders[i].push(s);
                     }
-                    a.loads[s] += cost;
+                    loads.add(s, cost);
                     a.placed[c] = Some(s);
                 }
                 Item::Sink { component, step } => {
+                    let holders = &a.holders;
+                    let held_by = |s: usize| move |i: usize| holders[i].binary_search(&s).is_ok();
                     // A shard holding nothing of the component would take the whole
                     // closure; one holding part of it, only what it lacks.
-                    let marginal = |s: usize| {
+                    let marginal = |s: usize, cap: Duration| {
                         if touched[component].binary_search(&s).is_err() {
                             return cost;
                         }
-                        let mut m = Duration::ZERO;
-                        self.missing_from(step, Some(s), &a.holders, |i| m += self.estimates[i]);
-                        m
+                        self.missing_cost(step, held_by(s), walker, cap)
                     };
-                    let s = least(&a.loads, marginal);
-                    let mut added = Vec::new();
-                    self.missing_from(step, Some(s), &a.holders, |i| added.push(i));
-                    for i in added {
-                        a.holders[i].push(s);
-                        a.holders[i].sort_unstable();
-                        a.loads[s] += self.estimates[i];
+                    let s = loads.least(marginal);
+                    self.missing_from(step, held_by(s), walker, |i| {
+                        added.push(i);
+                        ControlFlow::Continue(())
+                    });
+                    let mut load = Duration::ZERO;
+                    for i in added.drain(..) {
+                        if let Err(at) = a.holders[i].binary_search(&s) {
+                            a.holders[i].insert(at, s);
+                        }
+                        load += self.estimates[i];
                     }
+                    loads.add(s, load);
                     if let Err(at) = touched[component].binary_search(&s) {
                         touched[component].insert(at, s);
                     }
                 }
             }
         }
+        a.loads = loads.loads;
         a
     }
 
@@ -423,7 +530,8 @@ impl<'a> Graph<'a> {
     fn critical_path(&self, plan: &Plan) -> Duration {
         let mut longest = vec![Duration::ZERO; self.ids.len()];
         for &i in plan.topo.iter().filter(|&&i| self.selected[i]) {
-            let before = self.needs[i]
+            let before = self
+                .needs(i)
                 .iter()
                 .map(|&d| longest[d])
                 .max()
@@ -434,18 +542,85 @@ impl<'a> Graph<'a> {
     }
 }
 
-/// The shard whose load plus `extra(shard)` is least; the lowest-numbered among equals.
-fn least(loads: &[Duration], mut extra: impl FnMut(usize) -> Duration) -> usize {
-    let mut best = 0;
-    let mut best_load = Duration::MAX;
-    for (s, &load) in loads.iter().enumerate() {
-        let after = load + extra(s);
-        if after < best_load {
-            best = s;
-            best_load = after;
+/// Scratch space for walks over the steps: a mark per step, stamped with the number of the
+/// walk that reached it, so a walk neither allocates nor clears anything.
+struct Walker {
+    marks: Vec<u32>,
+    walk: u32,
+    stack: Vec<usize>,
+}
+
+impl Walker {
+    fn new(steps: usize) -> Walker {
+        Walker {
+            marks: vec![0; steps],
+            walk: 0,
+            stack: Vec::new(),
         }
     }
-    best
+
+    /// Starts a walk: no step is visited yet.
+    fn start(&mut self) {
+        self.walk = self.walk.wrapping_add(1);
+        if self.walk == 0 {
+            self.marks.fill(0);
+            self.walk = 1;
+        }
+    }
+
+    /// Marks step `i` visited in this walk; false when it already was.
+    fn visit(&mut self, i: usize) -> bool {
+        std::mem::replace(&mut self.marks[i], self.walk) != self.walk
+    }
+}
+
+/// The predicted time of each shard, and the shards in order of it.
+struct Loads {
+    loads: Vec<Duration>,
+    /// `(load, shard)`, ascending.
+    order: BTreeSet<(Duration, usize)>,
+}
+
+impl Loads {
+    fn new(shards: usize) -> Loads {
+        Loads {
+            loads: vec![Duration::ZERO; shards],
+            order: (0..shards).map(|s| (Duration::ZERO, s)).collect(),
+        }
+    }
+
+    /// Adds `more` to the load of `shard`.
+    fn add(&mut self, shard: usize, more: Duration) {
+        let load = &mut self.loads[shard];
+        self.order.remove(&(*load, shard));
+        *load += more;
+        self.order.insert((*load, shard));
+    }
+
+    /// The shard whose load plus `extra(shard, cap)` is least; the lowest-numbered among
+    /// equals. `extra` may return any duration above `cap` once it knows its result exceeds
+    /// `cap`: that shard cannot be the one.
+    ///
+    /// Shards are tried from the least loaded up, and the search stops at the first shard
+    /// whose load alone is no better than the best found, so `extra` is not called for
+    /// shards that cannot win.
+    fn least(&self, mut extra: impl FnMut(usize, Duration) -> Duration) -> usize {
+        let mut best: Option<(Duration, usize)> = None;
+        for &(load, s) in &self.order {
+            let cap = match best {
+                None => Duration::MAX,
+                Some(best) if (load, s) >= best => break,
+                // Ties go to the lower shard number.
+                Some((after, b)) if s < b => after - load,
+                Some((after, _)) => after - load - Duration::from_nanos(1),
+            };
+            let after = (load + extra(s, cap), s);
+            if best.is_none_or(|best| after < best) {
+                best = Some(after);
+            }
+        }
+        best.map_or(0, |(_, s)| s)
+    }
 }
 
 #[cfg(test)]
@@ -586,6 +761,47 @@ mod tests {
         );
         assert_eq!(s.critical_path, Duration::from_secs(14));
         assert_covered_and_closed(&p, &all, &s);
+    }
+
+    #[test]
+    fn a_long_chain_fanning_out_to_many_sinks_splits_with_the_chain_on_every_shard() {
+        const CHAIN: usize = 2000;
+        const SINKS: usize = 2000;
+        let names: Vec<String> = (0..CHAIN)
+            .map(|i| format!("c{i:04}"))
+            .chain((0..SINKS).map(|i| format!("t{i:04}")))
+            .collect();
+        let needs: Vec<Vec<&str>> = (0..CHAIN + SINKS)
+            .map(|i| match i {
+                0 => vec![],
+                i if i < CHAIN => vec![names[i - 1].as_str()],
+                _ => vec![names[CHAIN - 1].as_str()],
+            })
+            .collect();
+        let steps: Vec<(&str, &[&str])> = names
+            .iter()
+            .zip(&needs)
+            .map(|(id, n)| (id.as_str(), n.as_slice()))
+            .collect();
+        let p = plan(&steps);
+        let all = Selection::all(&p);
+        let s = split(&p, &all, &vec![Duration::from_secs(1); CHAIN + SINKS], 4).unwrap();
+        assert_covered_and_closed(&p, &all, &s);
+        // Every sink costs the whole chain plus itself: the first four go one to a shard,
+        // then each shard only lacks the sink, and equal loads take them in turn by id.
+        for (k, shard) in s.shards.iter().enumerate() {
+            assert_eq!(shard.steps.len(), CHAIN + SINKS / 4, "shard {k}");
+            assert!(
+                shard.steps[..CHAIN].iter().copied().eq(0..CHAIN),
+                "shard {k}"
+            );
+            assert!(
+                shard.steps[CHAIN..].iter().all(|&i| (i - CHAIN) % 4 == k),
+                "shard {k}"
+            );
+            assert_eq!(shard.predicted, Duration::from_secs(2500), "shard {k}");
+        }
+        assert_eq!(s.critical_path, Duration::from_secs(2001));
     }
 
     #[test]
