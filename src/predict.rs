@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ci_intel_executor::InputGlobIndex;
 use ci_intel_scheduler::history::{History, RecordedPrediction, RunRecord, StepRecord};
-use ci_intel_scheduler::{Features, Plan, Query, RunReport, RuntimeModel};
+use ci_intel_scheduler::{Features, Observation, Plan, Query, RunReport, RuntimeModel};
 
 /// Runs of a plan the model learns from.
 const LEARN_RUNS: usize = 50;
@@ -32,28 +32,51 @@ pub(crate) struct Learned {
 impl Learned {
     /// Learns `plan`'s model from `history` (none: priors only).
     pub(crate) fn load(plan: &Plan, history: Option<&History>) -> Learned {
-        let past = match history.map(|h| h.replay(&plan.name, LEARN_RUNS)) {
-            Some(Ok(runs)) => runs,
-            Some(Err(e)) => {
-                tracing::warn!(
-                    "run history unreadable, steps are ordered by priors: {}",
-                    ci_intel_cache::error_chain(&e)
-                );
-                Vec::new()
-            }
-            None => Vec::new(),
-        };
-        let mut last_commit = HashMap::new();
-        for run in &past {
-            let Some(commit) = run.git_commit.as_deref().filter(|c| is_commit_id(c)) else {
-                continue;
-            };
-            for s in &run.steps {
-                last_commit.insert(s.step.clone(), commit.to_string());
-            }
+        let mut model = RuntimeModel::new(DEFAULT_PRIOR);
+        // Each step's latest run, and each run's commit.
+        let mut latest: HashMap<String, i64> = HashMap::new();
+        let mut commits: HashMap<i64, String> = HashMap::new();
+        let learned = history.map(|h| {
+            h.learn(&plan.name, LEARN_RUNS, |row| {
+                if row.succeeded {
+                    model.update(&Observation {
+                        query: Query {
+                            step: row.step,
+                            cache_hit: row.cache_hit,
+                            runner_class: row.runner_class,
+                            features: Features {
+                                input_bytes: row.input_bytes,
+                                changed_files: row.changed_files,
+                            },
+                        },
+                        duration: row.duration,
+                    });
+                }
+                if let Some(c) = row.git_commit.filter(|c| is_commit_id(c)) {
+                    commits.entry(row.run).or_insert_with(|| c.to_string());
+                    match latest.get_mut(row.step) {
+                        Some(run) => *run = row.run,
+                        None => {
+                            latest.insert(row.step.to_string(), row.run);
+                        }
+                    }
+                }
+            })
+        });
+        if let Some(Err(e)) = learned {
+            tracing::warn!(
+                "run history unreadable, steps are ordered by priors: {}",
+                ci_intel_cache::error_chain(&e)
+            );
+            model = RuntimeModel::new(DEFAULT_PRIOR);
+            latest.clear();
         }
+        let last_commit = latest
+            .into_iter()
+            .filter_map(|(step, run)| Some((step, commits.get(&run)?.clone())))
+            .collect();
         Learned {
-            model: RuntimeModel::from_history(&past, DEFAULT_PRIOR),
+            model,
             runner_class: ci_intel_scheduler::history::runner_class(|k| std::env::var(k).ok()),
             last_commit,
             commit: None,

@@ -157,6 +157,29 @@ pub struct PastRun {
     pub steps: Vec<StepRecord>,
 }
 
+/// One step of a past run, as [`History::learn`] streams it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LearnRow<'a> {
+    /// The run's id.
+    pub run: i64,
+    /// The step id.
+    pub step: &'a str,
+    /// Wall-clock time of all its attempts.
+    pub duration: Duration,
+    /// Whether it was restored from the cache.
+    pub cache_hit: bool,
+    /// Whether it succeeded (only those teach the model).
+    pub succeeded: bool,
+    /// Bytes of its inputs, when known.
+    pub input_bytes: Option<u64>,
+    /// Files changed since its previous run, when known.
+    pub changed_files: Option<u64>,
+    /// The run's runner class.
+    pub runner_class: &'a str,
+    /// The run's commit.
+    pub git_commit: Option<&'a str>,
+}
+
 /// The history database.
 #[derive(Debug)]
 pub struct History {
@@ -417,6 +440,58 @@ impl History {
         Ok(runs)
     }
 
+    /// Streams the steps of the last `limit` runs of `plan` to `f`, oldest run first and
+    /// each run's steps in the order they finished, borrowed from the database: what the
+    /// model learns from before every run, without building a [`PastRun`] per run.
+    pub fn learn(
+        &self,
+        plan: &str,
+        limit: usize,
+        mut f: impl FnMut(LearnRow<'_>),
+    ) -> Result<(), HistoryError> {
+        let mut runs_stmt = self.db.prepare_cached(
+            "SELECT id, runner_class, git_commit FROM runs
+             WHERE plan = ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let runs: Vec<(i64, String, Option<String>)> = runs_stmt
+            .query_map(params![plan, to_i64(limit as u64)], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        let Some(first) = runs.iter().map(|r| r.0).min() else {
+            return Ok(());
+        };
+        let by_id: std::collections::HashMap<i64, usize> =
+            runs.iter().enumerate().map(|(i, r)| (r.0, i)).collect();
+        let mut stmt = self.db.prepare_cached(
+            "SELECT run_id, step, duration_ms, cache_hit, state, input_bytes, changed_files
+             FROM steps WHERE plan = ?1 AND run_id >= ?2
+             ORDER BY run_id, started_unix_ms + duration_ms, rowid",
+        )?;
+        let mut rows = stmt.query(params![plan, first])?;
+        while let Some(r) = rows.next()? {
+            let Some(&i) = by_id.get(&r.get::<_, i64>(0)?) else {
+                continue;
+            };
+            let (id, runner_class, git_commit) = &runs[i];
+            let opt = |i| -> rusqlite::Result<Option<u64>> {
+                Ok(r.get::<_, Option<i64>>(i)?.map(from_i64))
+            };
+            f(LearnRow {
+                run: *id,
+                step: r.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?,
+                duration: Duration::from_millis(from_i64(r.get(2)?)),
+                cache_hit: r.get(3)?,
+                succeeded: r.get_ref(4)?.as_str().map_err(rusqlite::Error::from)? == "succeeded",
+                input_bytes: opt(5)?,
+                changed_files: opt(6)?,
+                runner_class,
+                git_commit: git_commit.as_deref(),
+            });
+        }
+        Ok(())
+    }
+
     /// The plans the history has runs of, by name.
     pub fn plans(&self) -> Result<Vec<String>, HistoryError> {
         let mut stmt = self
@@ -561,6 +636,26 @@ mod tests {
         assert_eq!(last, runs[2..]);
         assert!(h.replay("other", 10).unwrap().is_empty());
         assert_eq!(h.plans().unwrap(), ["demo"]);
+        // The stream the model learns from says what replay says.
+        for limit in [1, 2, 10] {
+            let mut streamed = Vec::new();
+            h.learn("demo", limit, |r| {
+                streamed.push((r.run, r.step.to_string(), r.duration, r.cache_hit));
+                assert_eq!(r.runner_class, "cpu2-mem24g-linux-local");
+            })
+            .unwrap();
+            let replayed: Vec<_> = h
+                .replay("demo", limit)
+                .unwrap()
+                .into_iter()
+                .flat_map(|run| {
+                    run.steps
+                        .into_iter()
+                        .map(move |s| (run.id, s.step, s.duration, s.cache_hit))
+                })
+                .collect();
+            assert_eq!(streamed, replayed, "limit {limit}");
+        }
     }
 
     #[test]

@@ -472,19 +472,28 @@ impl RuntimeModel {
         // Score the prediction made before this observation, then learn from it. A step
         // (or cache outcome) never seen has nothing to score: its prediction was the prior.
         let known = self.known(q);
-        // Only predictions from the step's own key teach the bias and the quantiles: a hit
-        // predicted from misses, or one runner from another, is the wrong key, not a slow
-        // machine.
-        if let Some((mean, sd, Source::StepOutcomeRunner)) = known {
+        // The quantiles learn from the prediction that served, standardised by its spread;
+        // the bias only from the baseline's own (step, outcome, runner) key where it
+        // served: a hit predicted from misses, or one runner from another, is the wrong
+        // key, not a slow machine, and a step the regression served moved because its
+        // inputs did.
+        let served = match self.regression_for(q) {
+            Some((rls, v)) => Some((rls.predict(&v), rls.mse.sqrt(), Source::Regression)),
+            None => known.filter(|k| k.2 == Source::StepOutcomeRunner),
+        };
+        if let Some((mean, sd, source)) = served {
             let z = ((x - mean) / sd).clamp(-4.0, 4.0);
             for (m, tau) in self.multiples.iter_mut().zip(TAUS) {
                 let below = if z <= *m { 1.0 } else { 0.0 };
                 *m += QUANTILE_RATE * (tau - below);
             }
-            // The bias is the residual of the unbiased mean.
-            let residual = (x - (mean - self.applied_bias())).clamp(-MAX_RESIDUAL, MAX_RESIDUAL);
-            self.bias += BIAS_ALPHA * (residual - self.bias);
-            self.bias_sq += BIAS_ALPHA * (residual * residual - self.bias_sq);
+            if source == Source::StepOutcomeRunner {
+                // The bias is the residual of the unbiased mean.
+                let residual =
+                    (x - (mean - self.applied_bias())).clamp(-MAX_RESIDUAL, MAX_RESIDUAL);
+                self.bias += BIAS_ALPHA * (residual - self.bias);
+                self.bias_sq += BIAS_ALPHA * (residual * residual - self.bias_sq);
+            }
         }
         let outcome = usize::from(q.cache_hit);
         if !self.steps.contains_key(q.step) {
