@@ -17,7 +17,8 @@
 //! - [`maintenance`]: statistics, a scrub of every entry and blob, and least-recently-used
 //!   eviction, for the [`store::LocalCache`];
 //! - [`tools`]: the program a tool name runs (found on `PATH`, links followed) and the
-//!   digest of its bytes.
+//!   digest of its bytes;
+//! - `service` (feature `server`): the team cache service, `ci-intel cache serve`.
 //!
 //! It does not run anything, and knows nothing of plans or sandboxes: the executor gathers
 //! a step's [`key::KeyInputs`] and decides what to store.
@@ -48,6 +49,8 @@ pub mod maintenance;
 pub mod manifest;
 pub mod namespace;
 pub mod platform;
+#[cfg(feature = "server")]
+pub mod service;
 pub mod sign;
 pub mod store;
 pub mod tools;

@@ -1,0 +1,15 @@
+//! The team cache service behind `ci-intel cache serve` (feature `server`): an HTTP server
+//! that a team's runners, and Bazel, share.
+//!
+//! - [`store`]: blobs on disk under a SQLite index, a size cap with least-recently-used
+//!   eviction (action results before the blobs they may need), a scrub;
+//! - [`auth`]: the configuration file, hashed tokens, teams, scopes and trust;
+//! - [`server`]: the HTTP server (axum), Bazel's remote cache protocol, per-team token
+//!   buckets, metrics and access logs.
+//!
+//! It does not run steps or sign anything: manifests of the native protocol stay signed
+//! end to end and are verified by the client before a restore.
+
+pub mod auth;
+pub mod server;
+pub mod store;

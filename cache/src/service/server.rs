@@ -1,0 +1,691 @@
+//! The HTTP server: routing, the Bazel HTTP remote cache protocol, authentication, per-team
+//! token buckets, metrics and access logs, on a runtime of its own.
+//!
+//! Bazel's protocol: `GET`/`PUT`/`HEAD` of `[/<instance>]/ac/<sha256>` and
+//! `[/<instance>]/cas/<sha256>`; 404 on a miss; a CAS upload whose body does not hash to its
+//! name is refused with 400 and nothing is stored. A trusted token reads and writes its
+//! team's space; an untrusted one (a fork's pull request) reads the trusted space, then its
+//! own, and writes only its own.
+
+use std::collections::BTreeMap;
+use std::io::{Read as _, Write as _};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use sha2::Digest as _;
+
+use super::auth::{AuthError, Config, Identity, Scope, TeamLimits, Tokens, Trust};
+use super::store::{Kind, Store, StoreError};
+
+/// Default size cap of the store.
+pub const DEFAULT_MAX_BYTES: u64 = 10 << 30;
+/// Default largest request body.
+pub const DEFAULT_MAX_BODY: u64 = 1 << 30;
+/// A request that has not finished in this long is answered 408.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The store could not be opened.
+    #[error("cannot open the store in {}", dir.display())]
+    Store {
+        /// Its directory.
+        dir: PathBuf,
+        /// The cause.
+        #[source]
+        source: super::store::OpenError,
+    },
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The runtime could not start.
+    #[error("cannot start the server's runtime")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// A token bucket.
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    level: f64,
+    rate: f64,
+    burst: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(rate: f64, burst: f64) -> Bucket {
+        Bucket {
+            level: burst,
+            rate,
+            burst,
+            at: Instant::now(),
+        }
+    }
+
+    /// Takes `n`, or says how long until it could.
+    fn take(&mut self, n: f64, now: Instant) -> Result<(), Duration> {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.level = (self.level + elapsed * self.rate).min(self.burst);
+        self.at = now;
+        // A request larger than the burst can never fit: it waits for a full bucket.
+        let need = n.min(self.burst);
+        if self.level >= need {
+            self.level -= need;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64(
+                (need - self.level) / self.rate.max(1e-9),
+            ))
+        }
+    }
+}
+
+/// Counters of one team.
+#[derive(Clone, Debug, Default)]
+struct TeamCounters {
+    requests: u64,
+    hits: u64,
+    misses: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+    denials: u64,
+    queue_denials: u64,
+    refused_digests: u64,
+}
+
+/// Latency histogram bucket bounds, seconds.
+const LATENCY_BOUNDS: [f64; 10] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5,
+];
+
+#[derive(Debug, Default)]
+struct Metrics {
+    teams: BTreeMap<String, TeamCounters>,
+    unauthenticated: u64,
+    latency: [u64; LATENCY_BOUNDS.len() + 1],
+    latency_sum: f64,
+    latency_count: u64,
+    evictions: u64,
+}
+
+/// The state every request shares.
+struct Service {
+    store: Arc<Store>,
+    tokens: Tokens,
+    limits: BTreeMap<String, TeamLimits>,
+    buckets: Mutex<BTreeMap<String, (Bucket, Bucket)>>,
+    metrics: Mutex<Metrics>,
+}
+
+impl Service {
+    fn count(&self, team: &str, f: impl FnOnce(&mut TeamCounters)) {
+        if let Ok(mut m) = self.metrics.lock() {
+            f(m.teams.entry(team.to_string()).or_default());
+        }
+    }
+
+    /// Charges one request and `bytes` to `team`'s buckets.
+    fn admit(&self, team: &str, bytes: u64) -> Result<(), Duration> {
+        let limits = self.limits.get(team).copied().unwrap_or_default();
+        let Ok(mut buckets) = self.buckets.lock() else {
+            return Ok(());
+        };
+        let (requests, volume) = buckets.entry(team.to_string()).or_insert_with(|| {
+            (
+                Bucket::new(limits.requests_per_second, limits.burst_requests),
+                Bucket::new(limits.bytes_per_second, limits.burst_bytes),
+            )
+        });
+        let now = Instant::now();
+        requests.take(1.0, now)?;
+        volume.take(bytes as f64, now)
+    }
+}
+
+/// A running service.
+#[derive(Debug)]
+pub struct Running {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting, lets requests in flight finish, and waits for the server to end.
+    pub fn stop(mut self) {
+        self.stop_now();
+    }
+
+    fn stop_now(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Waits until the server ends (after [`Running::stop`] from elsewhere, or a signal).
+    pub fn wait(mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
+
+/// Starts the service on `listen` with its store in `dir`, on a runtime of its own. With
+/// `signals`, SIGTERM and SIGINT stop it gracefully too.
+pub fn start(
+    listen: SocketAddr,
+    dir: &Path,
+    config: &Config,
+    signals: bool,
+) -> Result<Running, ServeError> {
+    let store =
+        Store::open(dir, config.max_bytes.unwrap_or(DEFAULT_MAX_BYTES)).map_err(|source| {
+            ServeError::Store {
+                dir: dir.to_path_buf(),
+                source,
+            }
+        })?;
+    let service = Arc::new(Service {
+        store: Arc::new(store),
+        tokens: Tokens::new(config),
+        limits: config.limits.clone(),
+        buckets: Mutex::new(BTreeMap::new()),
+        metrics: Mutex::new(Metrics::default()),
+    });
+    let max_body =
+        usize::try_from(config.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY)).unwrap_or(usize::MAX);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(ServeError::Runtime)?;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(listen))
+        .map_err(|source| ServeError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: listen,
+        source,
+    })?;
+    let app = axum::Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route("/metrics", axum::routing::get(metrics))
+        .fallback(handle)
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(service);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("cache-serve".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let stop = async move {
+                    if signals {
+                        let mut term = tokio::signal::unix::signal(
+                            tokio::signal::unix::SignalKind::terminate(),
+                        )
+                        .ok();
+                        let term = async move {
+                            match term.as_mut() {
+                                Some(t) => {
+                                    t.recv().await;
+                                }
+                                None => std::future::pending().await,
+                            }
+                        };
+                        tokio::select! {
+                            _ = rx => {}
+                            _ = tokio::signal::ctrl_c() => {}
+                            () = term => {}
+                        }
+                    } else {
+                        let _ = rx.await;
+                    }
+                    tracing::info!("cache service stopping: finishing requests in flight");
+                };
+                if let Err(e) = axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+                {
+                    tracing::error!("cache service failed: {e}");
+                }
+            });
+        })
+        .map_err(ServeError::Runtime)?;
+    Ok(Running {
+        addr,
+        shutdown: Some(tx),
+        thread: Some(thread),
+    })
+}
+
+/// A plain-text response.
+fn text(status: StatusCode, body: &str) -> Response {
+    (status, format!("{body}\n")).into_response()
+}
+
+/// What a path names in Bazel's protocol.
+struct Target {
+    instance: Option<String>,
+    kind: Kind,
+    hash: String,
+}
+
+/// Parses `[/<instance>]/(ac|cas)/<sha256>`; `Err` is the 400 message.
+fn parse_target(path: &str) -> Result<Target, &'static str> {
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    if parts.len() < 2 {
+        return Err("not a cache path: use [/<instance>]/ac/<sha256> or /cas/<sha256>");
+    }
+    let (hash, kind) = (parts[parts.len() - 1], parts[parts.len() - 2]);
+    let kind = match kind {
+        "ac" => Kind::Ac,
+        "cas" => Kind::Cas,
+        _ => return Err("not a cache path: use [/<instance>]/ac/<sha256> or /cas/<sha256>"),
+    };
+    if hash.len() != 64 || !hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err("the digest must be 64 lowercase hex digits (SHA-256)");
+    }
+    let prefix = &parts[..parts.len() - 2];
+    let instance = if prefix.is_empty() {
+        None
+    } else {
+        if prefix.iter().any(|p| {
+            p.is_empty()
+                || *p == "."
+                || *p == ".."
+                || !p
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        }) {
+            return Err("the instance name must be path components of A-Z, a-z, 0-9, - _ .");
+        }
+        Some(prefix.join("/"))
+    };
+    Ok(Target {
+        instance,
+        kind,
+        hash: hash.to_string(),
+    })
+}
+
+/// The store space of `team`'s Bazel entries.
+fn space(team: &str, trust: Trust, instance: Option<&str>) -> String {
+    let base = match trust {
+        Trust::Trusted => format!("{team}/bazel"),
+        Trust::Untrusted => format!("{team}/untrusted/bazel"),
+    };
+    match instance {
+        Some(i) => format!("{base}/{i}"),
+        None => base,
+    }
+}
+
+/// Runs a store call off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Response> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(StoreError::BadName { .. })) => Err(text(StatusCode::BAD_REQUEST, "bad name")),
+        Ok(Err(StoreError::TooLarge { .. })) => Err(text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "larger than the whole store",
+        )),
+        Ok(Err(e)) => {
+            tracing::error!("cache service store: {}", crate::error_chain(&e));
+            Err(text(StatusCode::INTERNAL_SERVER_ERROR, "store failure"))
+        }
+        Err(_) => Err(text(StatusCode::INTERNAL_SERVER_ERROR, "store task failed")),
+    }
+}
+
+async fn handle(
+    State(svc): State<Arc<Service>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let started = Instant::now();
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let identity = svc.tokens.identify(auth);
+    let team = identity
+        .as_ref()
+        .map_or_else(|_| "-".to_string(), |i| i.team.clone());
+    let response = match tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        serve_request(&svc, &method, uri.path(), identity, body),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => text(StatusCode::REQUEST_TIMEOUT, "request took too long"),
+    };
+    let elapsed = started.elapsed();
+    if let Ok(mut m) = svc.metrics.lock() {
+        let secs = elapsed.as_secs_f64();
+        let bucket = LATENCY_BOUNDS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(LATENCY_BOUNDS.len());
+        m.latency[bucket] += 1;
+        m.latency_sum += secs;
+        m.latency_count += 1;
+    }
+    tracing::info!(
+        target: "ci_intel::access",
+        method = %method,
+        path = uri.path(),
+        status = response.status().as_u16(),
+        team = team.as_str(),
+        micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+        "request"
+    );
+    response
+}
+
+async fn serve_request(
+    svc: &Arc<Service>,
+    method: &Method,
+    path: &str,
+    identity: Result<Identity, AuthError>,
+    body: Bytes,
+) -> Response {
+    let id = match identity {
+        Ok(id) => id,
+        Err(e) => {
+            if let Ok(mut m) = svc.metrics.lock() {
+                m.unauthenticated += 1;
+            }
+            let mut r = text(StatusCode::UNAUTHORIZED, &e.to_string());
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"ci-intel cache\", Bearer"),
+            );
+            return r;
+        }
+    };
+    let target = match parse_target(path) {
+        Ok(t) => t,
+        Err(msg) => return text(StatusCode::BAD_REQUEST, msg),
+    };
+    svc.count(&id.team, |c| c.requests += 1);
+    match *method {
+        Method::GET | Method::HEAD => read(svc, &id, &target, *method == Method::HEAD).await,
+        Method::PUT => write(svc, &id, &target, body).await,
+        _ => text(StatusCode::METHOD_NOT_ALLOWED, "use GET, HEAD or PUT"),
+    }
+}
+
+/// A 429 with `Retry-After`.
+fn too_many(svc: &Service, team: &str, wait: Duration) -> Response {
+    svc.count(team, |c| {
+        c.denials += 1;
+        c.queue_denials += 1;
+    });
+    let mut r = text(StatusCode::TOO_MANY_REQUESTS, "over the team's rate limit");
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
+}
+
+async fn read(svc: &Arc<Service>, id: &Identity, t: &Target, head: bool) -> Response {
+    // Trusted clients read their space; untrusted ones the trusted space first, then theirs.
+    let mut spaces = vec![space(&id.team, Trust::Trusted, t.instance.as_deref())];
+    if id.trust == Trust::Untrusted {
+        spaces.push(space(&id.team, Trust::Untrusted, t.instance.as_deref()));
+    }
+    let store = Arc::clone(&svc.store);
+    let (kind, key) = (t.kind, t.hash.clone());
+    let found = blocking(move || {
+        for s in &spaces {
+            if head {
+                if let Some(size) = store.head(s, kind, &key)? {
+                    return Ok(Some((None, size)));
+                }
+            } else if let Some((mut file, size)) = store.get(s, kind, &key)? {
+                let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+                file.read_to_end(&mut bytes)
+                    .map_err(|source| StoreError::from_io(s, source))?;
+                return Ok(Some((Some(bytes), size)));
+            }
+        }
+        Ok(None)
+    })
+    .await;
+    let (bytes, size) = match found {
+        Err(r) => return r,
+        Ok(None) => {
+            if let Err(wait) = svc.admit(&id.team, 0) {
+                return too_many(svc, &id.team, wait);
+            }
+            svc.count(&id.team, |c| c.misses += 1);
+            return text(StatusCode::NOT_FOUND, "not found");
+        }
+        Ok(Some(found)) => found,
+    };
+    if let Err(wait) = svc.admit(&id.team, if head { 0 } else { size }) {
+        return too_many(svc, &id.team, wait);
+    }
+    svc.count(&id.team, |c| {
+        c.hits += 1;
+        if !head {
+            c.bytes_out += size;
+        }
+    });
+    let mut r = match bytes {
+        Some(b) => Response::new(Body::from(b)),
+        None => Response::new(Body::empty()),
+    };
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&size.to_string()) {
+        r.headers_mut().insert(header::CONTENT_LENGTH, v);
+    }
+    r
+}
+
+async fn write(svc: &Arc<Service>, id: &Identity, t: &Target, body: Bytes) -> Response {
+    if id.scope != Scope::ReadWrite {
+        svc.count(&id.team, |c| c.denials += 1);
+        return text(StatusCode::FORBIDDEN, "this token may only read");
+    }
+    if let Err(wait) = svc.admit(&id.team, body.len() as u64) {
+        return too_many(svc, &id.team, wait);
+    }
+    if t.kind == Kind::Cas {
+        let digest = sha2::Sha256::digest(&body);
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        if hex != t.hash {
+            svc.count(&id.team, |c| c.refused_digests += 1);
+            return text(
+                StatusCode::BAD_REQUEST,
+                "the body's SHA-256 is not the digest in the path; nothing stored",
+            );
+        }
+    }
+    let space = space(&id.team, id.trust, t.instance.as_deref());
+    let store = Arc::clone(&svc.store);
+    let (kind, key) = (t.kind, t.hash.clone());
+    let len = body.len() as u64;
+    let committed = blocking(move || {
+        let mut w = store.writer(&space, kind, &key)?;
+        w.write_all(&body)
+            .map_err(|source| StoreError::from_io(&space, source))?;
+        w.commit()
+    })
+    .await;
+    match committed {
+        Err(r) => r,
+        Ok(info) => {
+            svc.count(&id.team, |c| c.bytes_in += len);
+            if let Ok(mut m) = svc.metrics.lock() {
+                m.evictions += info.evicted;
+            }
+            StatusCode::OK.into_response()
+        }
+    }
+}
+
+/// A per-team counter: its name, help text and value.
+type Counter = (&'static str, &'static str, fn(&TeamCounters) -> u64);
+
+/// Prometheus text exposition of the counters.
+async fn metrics(State(svc): State<Arc<Service>>) -> Response {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let Ok(m) = svc.metrics.lock() else {
+        return text(StatusCode::INTERNAL_SERVER_ERROR, "metrics unavailable");
+    };
+    let counters: [Counter; 8] = [
+        ("requests", "Requests", |c| c.requests),
+        ("hits", "Cache hits", |c| c.hits),
+        ("misses", "Cache misses", |c| c.misses),
+        ("bytes_in", "Bytes uploaded", |c| c.bytes_in),
+        ("bytes_out", "Bytes served", |c| c.bytes_out),
+        ("denials", "Requests refused (scope or rate)", |c| c.denials),
+        (
+            "queue_denials",
+            "Requests refused by the rate limit (429)",
+            |c| c.queue_denials,
+        ),
+        (
+            "refused_digests",
+            "Uploads refused for a wrong digest",
+            |c| c.refused_digests,
+        ),
+    ];
+    for (name, help, get) in counters {
+        let _ = writeln!(out, "# HELP ci_intel_cache_{name}_total {help}.");
+        let _ = writeln!(out, "# TYPE ci_intel_cache_{name}_total counter");
+        for (team, c) in &m.teams {
+            let _ = writeln!(
+                out,
+                "ci_intel_cache_{name}_total{{team=\"{team}\"}} {}",
+                get(c)
+            );
+        }
+    }
+    let _ = writeln!(out, "# TYPE ci_intel_cache_unauthenticated_total counter");
+    let _ = writeln!(
+        out,
+        "ci_intel_cache_unauthenticated_total {}",
+        m.unauthenticated
+    );
+    let _ = writeln!(out, "# TYPE ci_intel_cache_evictions_total counter");
+    let _ = writeln!(out, "ci_intel_cache_evictions_total {}", m.evictions);
+    let _ = writeln!(out, "# TYPE ci_intel_cache_request_seconds histogram");
+    let mut cumulative = 0;
+    for (i, bound) in LATENCY_BOUNDS.iter().enumerate() {
+        cumulative += m.latency[i];
+        let _ = writeln!(
+            out,
+            "ci_intel_cache_request_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+        );
+    }
+    cumulative += m.latency[LATENCY_BOUNDS.len()];
+    let _ = writeln!(
+        out,
+        "ci_intel_cache_request_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+    );
+    let _ = writeln!(out, "ci_intel_cache_request_seconds_sum {}", m.latency_sum);
+    let _ = writeln!(
+        out,
+        "ci_intel_cache_request_seconds_count {}",
+        m.latency_count
+    );
+    drop(m);
+    if let Ok(stats) = svc.store.stats() {
+        let _ = writeln!(out, "# TYPE ci_intel_cache_stored_bytes gauge");
+        for s in &stats {
+            let _ = writeln!(
+                out,
+                "ci_intel_cache_stored_bytes{{space=\"{}\"}} {}",
+                s.space, s.bytes
+            );
+        }
+    }
+    let mut r = out.into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_parse_with_and_without_an_instance_and_bad_ones_are_refused() {
+        let h = "a".repeat(64);
+        let t = parse_target(&format!("/ac/{h}")).unwrap();
+        assert_eq!((t.kind, t.instance), (Kind::Ac, None));
+        let t = parse_target(&format!("/main/x86/cas/{h}")).unwrap();
+        assert_eq!(
+            (t.kind, t.instance.as_deref()),
+            (Kind::Cas, Some("main/x86"))
+        );
+        for bad in [
+            format!("/ac/{}", "A".repeat(64)),
+            format!("/ac/{}", "a".repeat(63)),
+            format!("/../cas/{h}"),
+            format!("/x//cas/{h}"),
+            format!("/blob/{h}"),
+            "/".to_string(),
+        ] {
+            assert!(parse_target(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_bucket_refuses_past_its_burst_and_says_how_long_to_wait() {
+        let mut b = Bucket::new(10.0, 2.0);
+        let now = b.at;
+        assert!(b.take(1.0, now).is_ok());
+        assert!(b.take(1.0, now).is_ok());
+        let wait = b.take(1.0, now).unwrap_err();
+        assert!((wait.as_secs_f64() - 0.1).abs() < 1e-6, "{wait:?}");
+        assert!(b.take(1.0, now + Duration::from_millis(100)).is_ok());
+    }
+
+    #[test]
+    fn untrusted_tokens_write_a_space_of_their_own() {
+        assert_eq!(space("a", Trust::Trusted, None), "a/bazel");
+        assert_eq!(
+            space("a", Trust::Untrusted, Some("i")),
+            "a/untrusted/bazel/i"
+        );
+    }
+}
