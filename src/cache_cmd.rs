@@ -366,3 +366,57 @@ fn b3sum_line(hex: &str, path: &Path) -> String {
         format!("{hex}  {name}")
     }
 }
+
+/// `ci-intel cache serve`: runs until SIGTERM or Ctrl-C.
+pub(crate) fn serve(listen: std::net::SocketAddr, dir: &Path, config: Option<&Path>) -> Outcome {
+    use ci_intel_cache::service::{auth::Config, server};
+    let config = match config.map(Config::load).transpose() {
+        Ok(c) => c.unwrap_or_default(),
+        Err(e) => {
+            return Ok(Err(Failure::usage(
+                format!("error: {}", chain(&e)),
+                Some("see docs/cache-service.md for the configuration's keys".into()),
+            )));
+        }
+    };
+    if config.tokens.is_empty() && !config.anonymous_read {
+        eprintln!(
+            "ci-intel: the cache service has no tokens: every request will be refused (401); \
+             add tokens with --config (docs/cache-service.md)"
+        );
+    }
+    let running = match server::start(listen, dir, &config, true) {
+        Ok(r) => r,
+        Err(e @ server::ServeError::Bind { .. }) => {
+            return Ok(Err(Failure::usage(
+                format!("error: {}", chain(&e)),
+                Some("choose a free address and port, e.g. --listen 127.0.0.1:9090".into()),
+            )));
+        }
+        Err(e) => return Err(anyhow::anyhow!(chain(&e))),
+    };
+    eprintln!(
+        "ci-intel: cache service listening on http://{} (store {})",
+        running.addr,
+        dir.display()
+    );
+    running.wait();
+    Ok(Ok(exit::SUCCESS))
+}
+
+/// `ci-intel cache token-hash`: the hash of the token on stdin.
+pub(crate) fn token_hash() -> Outcome {
+    let mut token = String::new();
+    std::io::stdin()
+        .read_line(&mut token)
+        .context("reading the token from stdin")?;
+    let token = token.trim_end_matches(['\n', '\r']);
+    if token.is_empty() {
+        return Ok(Err(Failure::usage(
+            "error: no token on stdin",
+            Some("pipe it in: `printf %s \"$TOKEN\" | ci-intel cache token-hash`".into()),
+        )));
+    }
+    outln!("{}", ci_intel_cache::service::auth::token_hash(token));
+    Ok(Ok(exit::SUCCESS))
+}

@@ -187,6 +187,21 @@ pub(crate) enum CacheCommand {
         #[arg(long, value_name = "DIR")]
         cache_dir: Option<PathBuf>,
     },
+    /// Run the team cache service (Bazel's HTTP remote cache protocol) until SIGTERM or
+    /// Ctrl-C. See docs/cache-service.md.
+    Serve {
+        /// The address to listen on, e.g. 0.0.0.0:9090.
+        #[arg(long, value_name = "ADDR")]
+        listen: std::net::SocketAddr,
+        /// The store's directory (created if missing).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The configuration: tokens (hashed), limits, size cap (TOML).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Print the SHA-256 a service configuration stores for the token read from stdin.
+    TokenHash,
     /// Print the BLAKE3 digest of files as the cache computes it, in `b3sum`'s format.
     #[command(long_about = HASH_LONG_ABOUT)]
     Hash {

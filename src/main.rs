@@ -89,9 +89,15 @@ fn main() -> ExitCode {
     let subscriber = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(ansi);
+    // A service logs every request (the access log); a run only what goes wrong.
+    let default_level = if matches!(command, Command::Cache(CacheCommand::Serve { .. })) {
+        tracing::Level::INFO
+    } else {
+        tracing::Level::WARN
+    };
     match tracing_subscriber::EnvFilter::try_from_env("CI_INTEL_LOG") {
         Ok(filter) => subscriber.with_env_filter(filter).init(),
-        Err(_) => subscriber.with_max_level(tracing::Level::WARN).init(),
+        Err(_) => subscriber.with_max_level(default_level).init(),
     }
     let result = match command {
         Command::Run(args) => run(args),
@@ -151,6 +157,12 @@ type Outcome = anyhow::Result<Result<u8, Failure>>;
 fn cache_command(cmd: CacheCommand) -> Outcome {
     match cmd {
         CacheCommand::Keygen { out } => cache_cmd::keygen(&out),
+        CacheCommand::Serve {
+            listen,
+            dir,
+            config,
+        } => cache_cmd::serve(listen, &dir, config.as_deref()),
+        CacheCommand::TokenHash => cache_cmd::token_hash(),
         CacheCommand::Stats { json, cache_dir } => cache_cmd::stats(cache_dir.as_deref(), json),
         CacheCommand::Verify { cache_dir } => cache_cmd::verify(cache_dir.as_deref()),
         CacheCommand::Gc {
