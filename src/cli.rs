@@ -187,8 +187,8 @@ pub(crate) enum CacheCommand {
         #[arg(long, value_name = "DIR")]
         cache_dir: Option<PathBuf>,
     },
-    /// Run the team cache service (Bazel's HTTP remote cache protocol) until SIGTERM or
-    /// Ctrl-C. See docs/cache-service.md.
+    /// Run the team cache service (Bazel's, ccache's and Turborepo's HTTP protocols) until
+    /// SIGTERM or Ctrl-C. See docs/cache-service.md.
     Serve {
         /// The address to listen on, e.g. 0.0.0.0:9090.
         #[arg(long, value_name = "ADDR")]

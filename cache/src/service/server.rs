@@ -1,11 +1,14 @@
-//! The HTTP server: routing, the Bazel HTTP remote cache protocol, authentication, per-team
-//! token buckets, metrics and access logs, on a runtime of its own.
+//! The HTTP server: the accept loop (with a header-read timeout), routing, the Bazel HTTP
+//! remote cache protocol, authentication, per-team token buckets, metrics and access logs,
+//! on a runtime of its own. `/ccache/…` is [ccache's protocol](super::ccache) and
+//! `/v8/artifacts…` [Turborepo's](super::turbo); everything else but `/healthz` and
+//! `/metrics` is Bazel's.
 //!
 //! Bazel's protocol: `GET`/`PUT`/`HEAD` of `[/<instance>]/ac/<sha256>` and
 //! `[/<instance>]/cas/<sha256>`; 404 on a miss; a CAS upload whose body does not hash to its
 //! name is refused with 400 and nothing is stored. A trusted token reads and writes its
 //! team's space; an untrusted one (a fork's pull request) reads the trusted space, then its
-//! own, and writes only its own.
+//! own, and writes only its own. Every protocol keeps that rule, in spaces of its own.
 
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
@@ -27,8 +30,13 @@ use super::store::{Kind, Store, StoreError};
 pub const DEFAULT_MAX_BYTES: u64 = 10 << 30;
 /// Default largest request body.
 pub const DEFAULT_MAX_BODY: u64 = 1 << 30;
-/// A request that has not finished in this long is answered 408.
+/// A request that has not finished in this long (once its body is in) is answered 408.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// A connection that has not sent a whole request head this long after it opened (or,
+/// kept alive, after its previous response) is closed: a slowloris client that sends a
+/// request a byte at a time, or half a request line and then nothing, holds no connection
+/// longer than this.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +112,7 @@ struct TeamCounters {
     denials: u64,
     queue_denials: u64,
     refused_digests: u64,
+    client_events: u64,
 }
 
 /// Latency histogram bucket bounds, seconds.
@@ -122,8 +131,8 @@ struct Metrics {
 }
 
 /// The state every request shares.
-struct Service {
-    store: Arc<Store>,
+pub(super) struct Service {
+    pub(super) store: Arc<Store>,
     tokens: Tokens,
     limits: BTreeMap<String, TeamLimits>,
     buckets: Mutex<BTreeMap<String, (Bucket, Bucket)>>,
@@ -137,8 +146,18 @@ impl Service {
         }
     }
 
+    /// Counts `n` usage events a client reported.
+    pub(super) fn count_events(&self, team: &str, n: u64) {
+        self.count(team, |c| c.client_events += n);
+    }
+
+    /// Counts a request refused for its scope or team.
+    pub(super) fn count_denial(&self, team: &str) {
+        self.count(team, |c| c.denials += 1);
+    }
+
     /// Charges one request and `bytes` to `team`'s buckets.
-    fn admit(&self, team: &str, bytes: u64) -> Result<(), Duration> {
+    pub(super) fn admit(&self, team: &str, bytes: u64) -> Result<(), Duration> {
         let limits = self.limits.get(team).copied().unwrap_or_default();
         let Ok(mut buckets) = self.buckets.lock() else {
             return Ok(());
@@ -266,12 +285,7 @@ pub fn start(
                     }
                     tracing::info!("cache service stopping: finishing requests in flight");
                 };
-                if let Err(e) = axum::serve(listener, app)
-                    .with_graceful_shutdown(stop)
-                    .await
-                {
-                    tracing::error!("cache service failed: {e}");
-                }
+                serve(listener, app, stop).await;
             });
         })
         .map_err(ServeError::Runtime)?;
@@ -282,8 +296,68 @@ pub fn start(
     })
 }
 
+/// Accepts connections on `listener` and serves HTTP/1.1 on them until `stop` resolves,
+/// then lets every connection finish the request it is serving (idle ones close at once).
+/// Unlike `axum::serve`, a connection gets [`HEADER_READ_TIMEOUT`] to send each request
+/// head.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut stop => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            // The client gave up before we took its connection: nothing to do.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                continue;
+            }
+            // Out of file descriptors, most likely: wait for connections to close rather
+            // than spin.
+            Err(e) => {
+                tracing::error!("cache service: cannot accept a connection: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn =
+            graceful.watch(http.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            match conn.await {
+                Ok(()) => {}
+                Err(e) if e.is_timeout() => tracing::info!(
+                    target: "ci_intel::access",
+                    peer = %peer,
+                    "closed a connection that sent no whole request head in {} s",
+                    HEADER_READ_TIMEOUT.as_secs()
+                ),
+                Err(e) => tracing::debug!("connection from {peer}: {e}"),
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
 /// A plain-text response.
-fn text(status: StatusCode, body: &str) -> Response {
+pub(super) fn text(status: StatusCode, body: &str) -> Response {
     (status, format!("{body}\n")).into_response()
 }
 
@@ -332,11 +406,12 @@ fn parse_target(path: &str) -> Result<Target, &'static str> {
     })
 }
 
-/// The store space of `team`'s Bazel entries.
-fn space(team: &str, trust: Trust, instance: Option<&str>) -> String {
+/// The space of `team`'s entries of `protocol` (`bazel`, `ccache`, `turbo`) that tokens of
+/// `trust` write, and below it an instance's.
+pub(super) fn space(team: &str, trust: Trust, protocol: &str, instance: Option<&str>) -> String {
     let base = match trust {
-        Trust::Trusted => format!("{team}/bazel"),
-        Trust::Untrusted => format!("{team}/untrusted/bazel"),
+        Trust::Trusted => format!("{team}/{protocol}"),
+        Trust::Untrusted => format!("{team}/untrusted/{protocol}"),
     };
     match instance {
         Some(i) => format!("{base}/{i}"),
@@ -344,8 +419,18 @@ fn space(team: &str, trust: Trust, instance: Option<&str>) -> String {
     }
 }
 
+/// The spaces `id` reads, in order: a trusted token its team's space; an untrusted one the
+/// trusted space first, then its own.
+pub(super) fn read_spaces(id: &Identity, protocol: &str, instance: Option<&str>) -> Vec<String> {
+    let mut spaces = vec![space(&id.team, Trust::Trusted, protocol, instance)];
+    if id.trust == Trust::Untrusted {
+        spaces.push(space(&id.team, Trust::Untrusted, protocol, instance));
+    }
+    spaces
+}
+
 /// Runs a store call off the async threads.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, Response> {
     match tokio::task::spawn_blocking(f).await {
@@ -380,7 +465,7 @@ async fn handle(
         .map_or_else(|_| "-".to_string(), |i| i.team.clone());
     let response = match tokio::time::timeout(
         REQUEST_TIMEOUT,
-        serve_request(&svc, &method, uri.path(), identity, body),
+        serve_request(&svc, &method, &uri, &headers, identity, body),
     )
     .await
     {
@@ -413,7 +498,8 @@ async fn handle(
 async fn serve_request(
     svc: &Arc<Service>,
     method: &Method,
-    path: &str,
+    uri: &Uri,
+    headers: &HeaderMap,
     identity: Result<Identity, AuthError>,
     body: Bytes,
 ) -> Response {
@@ -431,11 +517,21 @@ async fn serve_request(
             return r;
         }
     };
+    svc.count(&id.team, |c| c.requests += 1);
+    let path = uri.path();
+    if let Some(rest) = path.strip_prefix("/ccache/") {
+        return super::ccache::serve(svc, method, rest, &id, body).await;
+    }
+    if let Some(rest) = path
+        .strip_prefix("/v8/artifacts")
+        .filter(|rest| rest.is_empty() || rest.starts_with('/'))
+    {
+        return super::turbo::serve(svc, method, rest, uri, headers, &id, body).await;
+    }
     let target = match parse_target(path) {
         Ok(t) => t,
         Err(msg) => return text(StatusCode::BAD_REQUEST, msg),
     };
-    svc.count(&id.team, |c| c.requests += 1);
     match *method {
         Method::GET | Method::HEAD => read(svc, &id, &target, *method == Method::HEAD).await,
         Method::PUT => write(svc, &id, &target, body).await,
@@ -444,7 +540,7 @@ async fn serve_request(
 }
 
 /// A 429 with `Retry-After`.
-fn too_many(svc: &Service, team: &str, wait: Duration) -> Response {
+pub(super) fn too_many(svc: &Service, team: &str, wait: Duration) -> Response {
     svc.count(team, |c| {
         c.denials += 1;
         c.queue_denials += 1;
@@ -457,53 +553,92 @@ fn too_many(svc: &Service, team: &str, wait: Duration) -> Response {
     r
 }
 
-async fn read(svc: &Arc<Service>, id: &Identity, t: &Target, head: bool) -> Response {
-    // Trusted clients read their space; untrusted ones the trusted space first, then theirs.
-    let mut spaces = vec![space(&id.team, Trust::Trusted, t.instance.as_deref())];
-    if id.trust == Trust::Untrusted {
-        spaces.push(space(&id.team, Trust::Untrusted, t.instance.as_deref()));
+/// How much of an entry a read needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Want {
+    /// Its size only (HEAD).
+    Size,
+    /// Its first bytes, at most this many.
+    Prefix(usize),
+    /// All of it.
+    All,
+}
+
+/// An entry a read found.
+#[derive(Debug)]
+pub(super) struct Hit {
+    /// What the read wanted of it: nothing, its first bytes, or all of it.
+    pub(super) bytes: Vec<u8>,
+    /// Its size.
+    pub(super) size: u64,
+}
+
+/// The entry `key` in the first of `spaces` that holds it.
+pub(super) fn lookup(
+    store: &Store,
+    spaces: &[String],
+    kind: Kind,
+    key: &str,
+    want: Want,
+) -> Result<Option<Hit>, StoreError> {
+    for s in spaces {
+        if want == Want::Size {
+            if let Some(size) = store.head(s, kind, key)? {
+                return Ok(Some(Hit {
+                    bytes: Vec::new(),
+                    size,
+                }));
+            }
+        } else if let Some((file, size)) = store.get(s, kind, key)? {
+            let limit = match want {
+                Want::Prefix(n) => size.min(n as u64),
+                _ => size,
+            };
+            let mut bytes = Vec::with_capacity(usize::try_from(limit).unwrap_or(0));
+            file.take(limit)
+                .read_to_end(&mut bytes)
+                .map_err(|source| StoreError::from_io(s, source))?;
+            return Ok(Some(Hit { bytes, size }));
+        }
     }
+    Ok(None)
+}
+
+/// Reads `key` from the first of `spaces` that holds it, charging `id`'s team for the
+/// request and the bytes served and counting a hit or a miss. `Err` is the response to
+/// give instead (429, a store failure).
+pub(super) async fn read_entry(
+    svc: &Arc<Service>,
+    id: &Identity,
+    spaces: Vec<String>,
+    kind: Kind,
+    key: String,
+    want: Want,
+) -> Result<Option<Hit>, Response> {
     let store = Arc::clone(&svc.store);
-    let (kind, key) = (t.kind, t.hash.clone());
-    let found = blocking(move || {
-        for s in &spaces {
-            if head {
-                if let Some(size) = store.head(s, kind, &key)? {
-                    return Ok(Some((None, size)));
-                }
-            } else if let Some((mut file, size)) = store.get(s, kind, &key)? {
-                let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-                file.read_to_end(&mut bytes)
-                    .map_err(|source| StoreError::from_io(s, source))?;
-                return Ok(Some((Some(bytes), size)));
-            }
-        }
-        Ok(None)
-    })
-    .await;
-    let (bytes, size) = match found {
-        Err(r) => return r,
-        Ok(None) => {
-            if let Err(wait) = svc.admit(&id.team, 0) {
-                return too_many(svc, &id.team, wait);
-            }
-            svc.count(&id.team, |c| c.misses += 1);
-            return text(StatusCode::NOT_FOUND, "not found");
-        }
-        Ok(Some(found)) => found,
+    let found = blocking(move || lookup(&store, &spaces, kind, &key, want)).await?;
+    let Some(hit) = found else {
+        svc.admit(&id.team, 0)
+            .map_err(|wait| too_many(svc, &id.team, wait))?;
+        svc.count(&id.team, |c| c.misses += 1);
+        return Ok(None);
     };
-    if let Err(wait) = svc.admit(&id.team, if head { 0 } else { size }) {
-        return too_many(svc, &id.team, wait);
-    }
+    let out = if want == Want::All { hit.size } else { 0 };
+    svc.admit(&id.team, out)
+        .map_err(|wait| too_many(svc, &id.team, wait))?;
     svc.count(&id.team, |c| {
         c.hits += 1;
-        if !head {
-            c.bytes_out += size;
-        }
+        c.bytes_out += out;
     });
-    let mut r = match bytes {
-        Some(b) => Response::new(Body::from(b)),
-        None => Response::new(Body::empty()),
+    Ok(Some(hit))
+}
+
+/// A 200 carrying an entry of `size` bytes: `body`, or no body for a HEAD.
+pub(super) fn blob_response(body: Vec<u8>, size: u64, head: bool) -> Response {
+    let mut r = if head {
+        Response::new(Body::empty())
+    } else {
+        Response::new(Body::from(body))
     };
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -515,13 +650,59 @@ async fn read(svc: &Arc<Service>, id: &Identity, t: &Target, head: bool) -> Resp
     r
 }
 
-async fn write(svc: &Arc<Service>, id: &Identity, t: &Target, body: Bytes) -> Response {
+/// Why `id` may not write `bytes` now, if it may not: 403 for a read-only token, 429 over
+/// its team's rate (charged when it may).
+pub(super) fn write_refusal(svc: &Service, id: &Identity, bytes: u64) -> Option<Response> {
     if id.scope != Scope::ReadWrite {
-        svc.count(&id.team, |c| c.denials += 1);
-        return text(StatusCode::FORBIDDEN, "this token may only read");
+        svc.count_denial(&id.team);
+        return Some(text(StatusCode::FORBIDDEN, "this token may only read"));
     }
-    if let Err(wait) = svc.admit(&id.team, body.len() as u64) {
-        return too_many(svc, &id.team, wait);
+    svc.admit(&id.team, bytes)
+        .err()
+        .map(|wait| too_many(svc, &id.team, wait))
+}
+
+/// Stores `parts`, one after the other, as the entry `key` of `space`; returns once it is
+/// durable. `Err` is the response to give (a store failure).
+pub(super) async fn write_entry(
+    svc: &Arc<Service>,
+    id: &Identity,
+    space: String,
+    kind: Kind,
+    key: String,
+    parts: Vec<Bytes>,
+) -> Result<(), Response> {
+    let store = Arc::clone(&svc.store);
+    let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
+    let info = blocking(move || {
+        let mut w = store.writer(&space, kind, &key)?;
+        for part in &parts {
+            w.write_all(part)
+                .map_err(|source| StoreError::from_io(&space, source))?;
+        }
+        w.commit()
+    })
+    .await?;
+    svc.count(&id.team, |c| c.bytes_in += len);
+    if let Ok(mut m) = svc.metrics.lock() {
+        m.evictions += info.evicted;
+    }
+    Ok(())
+}
+
+async fn read(svc: &Arc<Service>, id: &Identity, t: &Target, head: bool) -> Response {
+    let spaces = read_spaces(id, "bazel", t.instance.as_deref());
+    let want = if head { Want::Size } else { Want::All };
+    match read_entry(svc, id, spaces, t.kind, t.hash.clone(), want).await {
+        Err(r) => r,
+        Ok(None) => text(StatusCode::NOT_FOUND, "not found"),
+        Ok(Some(hit)) => blob_response(hit.bytes, hit.size, head),
+    }
+}
+
+async fn write(svc: &Arc<Service>, id: &Identity, t: &Target, body: Bytes) -> Response {
+    if let Some(r) = write_refusal(svc, id, body.len() as u64) {
+        return r;
     }
     if t.kind == Kind::Cas {
         let digest = sha2::Sha256::digest(&body);
@@ -534,26 +715,10 @@ async fn write(svc: &Arc<Service>, id: &Identity, t: &Target, body: Bytes) -> Re
             );
         }
     }
-    let space = space(&id.team, id.trust, t.instance.as_deref());
-    let store = Arc::clone(&svc.store);
-    let (kind, key) = (t.kind, t.hash.clone());
-    let len = body.len() as u64;
-    let committed = blocking(move || {
-        let mut w = store.writer(&space, kind, &key)?;
-        w.write_all(&body)
-            .map_err(|source| StoreError::from_io(&space, source))?;
-        w.commit()
-    })
-    .await;
-    match committed {
+    let space = space(&id.team, id.trust, "bazel", t.instance.as_deref());
+    match write_entry(svc, id, space, t.kind, t.hash.clone(), vec![body]).await {
         Err(r) => r,
-        Ok(info) => {
-            svc.count(&id.team, |c| c.bytes_in += len);
-            if let Ok(mut m) = svc.metrics.lock() {
-                m.evictions += info.evicted;
-            }
-            StatusCode::OK.into_response()
-        }
+        Ok(()) => StatusCode::OK.into_response(),
     }
 }
 
@@ -567,7 +732,7 @@ async fn metrics(State(svc): State<Arc<Service>>) -> Response {
     let Ok(m) = svc.metrics.lock() else {
         return text(StatusCode::INTERNAL_SERVER_ERROR, "metrics unavailable");
     };
-    let counters: [Counter; 8] = [
+    let counters: [Counter; 9] = [
         ("requests", "Requests", |c| c.requests),
         ("hits", "Cache hits", |c| c.hits),
         ("misses", "Cache misses", |c| c.misses),
@@ -583,6 +748,11 @@ async fn metrics(State(svc): State<Arc<Service>>) -> Response {
             "refused_digests",
             "Uploads refused for a wrong digest",
             |c| c.refused_digests,
+        ),
+        (
+            "client_events",
+            "Cache usage events clients reported (Turborepo)",
+            |c| c.client_events,
         ),
     ];
     for (name, help, get) in counters {
@@ -682,10 +852,20 @@ mod tests {
 
     #[test]
     fn untrusted_tokens_write_a_space_of_their_own() {
-        assert_eq!(space("a", Trust::Trusted, None), "a/bazel");
+        assert_eq!(space("a", Trust::Trusted, "bazel", None), "a/bazel");
         assert_eq!(
-            space("a", Trust::Untrusted, Some("i")),
+            space("a", Trust::Untrusted, "bazel", Some("i")),
             "a/untrusted/bazel/i"
+        );
+        let fork = Identity {
+            team: "a".into(),
+            scope: Scope::ReadWrite,
+            trust: Trust::Untrusted,
+            name: "fork".into(),
+        };
+        assert_eq!(
+            read_spaces(&fork, "ccache", None),
+            ["a/ccache", "a/untrusted/ccache"]
         );
     }
 }
