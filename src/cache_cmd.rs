@@ -38,15 +38,35 @@ pub(crate) fn dir(given: Option<&Path>) -> Result<PathBuf, Failure> {
 /// only protected branches hold the key the trusted namespace accepts).
 pub(crate) const KEY_VAR: &str = "CI_INTEL_CACHE_KEY";
 
+/// The environment variable holding the token of `run --remote-cache` (sent as Bearer).
+pub(crate) const REMOTE_TOKEN_VAR: &str = "CI_INTEL_REMOTE_CACHE_TOKEN";
+
 /// Opens the cache for `run`: the namespace from `--cache-namespace` or the GitHub
-/// environment, the signing key from `CI_INTEL_CACHE_KEY` or the machine's own.
+/// environment, the signing key from `CI_INTEL_CACHE_KEY` or the machine's own, and the
+/// team cache service of `--remote-cache` behind it, with the token from
+/// `CI_INTEL_REMOTE_CACHE_TOKEN`.
 ///
 /// On a machine outside CI whose cache trusts no key yet, the machine's own key becomes the
 /// trusted one, and this says so once.
 pub(crate) fn open_for_run(
     dir: &Path,
     namespace: Option<&str>,
+    remote: Option<&str>,
 ) -> anyhow::Result<Result<LocalCache, Failure>> {
+    let remote = match remote
+        .map(|url| {
+            ci_intel_cache::remote::RemoteCache::new(url, std::env::var(REMOTE_TOKEN_VAR).ok())
+        })
+        .transpose()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            return Ok(Err(Failure::usage(
+                format!("error: --remote-cache: {}", chain(&e)),
+                Some("TLS is not built in: reach the service over plain http".into()),
+            )));
+        }
+    };
     let namespaces = match namespace {
         Some(ns) => match Namespaces::named(ns) {
             Ok(n) => n,
@@ -100,12 +120,15 @@ pub(crate) fn open_for_run(
             }
         }
     }
-    let cache = LocalCache::open(CacheConfig {
+    let mut cache = LocalCache::open(CacheConfig {
         root: dir.to_path_buf(),
         namespaces,
         signing_key,
     })
     .map_err(|e| anyhow::anyhow!(chain(&e)))?;
+    if let Some(remote) = remote {
+        cache.set_remote(remote);
+    }
     Ok(Ok(cache))
 }
 

@@ -78,6 +78,12 @@ pub(crate) struct RunArgs {
     /// Actions environment (pull requests get their own), else `trusted`.
     #[arg(long, value_name = "NS")]
     pub(crate) cache_namespace: Option<String>,
+    /// A team cache service (`ci-intel cache serve`) behind the local cache:
+    /// `http://HOST:PORT`. Misses are looked up there, results uploaded; its token comes
+    /// from `CI_INTEL_REMOTE_CACHE_TOKEN`. When it is down, the run warns and goes on with
+    /// the local cache.
+    #[arg(long, value_name = "URL")]
+    pub(crate) remote_cache: Option<String>,
     /// Seed for retry jitter (default: random).
     #[arg(long, value_name = "N")]
     pub(crate) seed: Option<u64>,

@@ -555,7 +555,11 @@ fn run(args: RunArgs) -> Outcome {
             Ok(d) => d,
             Err(f) => return Ok(Err(f)),
         };
-        match cache_cmd::open_for_run(&dir, args.cache_namespace.as_deref())? {
+        match cache_cmd::open_for_run(
+            &dir,
+            args.cache_namespace.as_deref(),
+            args.remote_cache.as_deref(),
+        )? {
             Ok(c) => Some(Arc::new(c)),
             Err(f) => return Ok(Err(f)),
         }

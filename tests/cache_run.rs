@@ -1,6 +1,8 @@
 //! `ci-intel run` with the cache, end to end: a second run restores instead of running,
 //! changes to what a step sees miss, broken entries are quarantined and re-run, and the
 //! steps that must not be cached are not.
+#[path = "support/summary.rs"]
+mod summary;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -33,13 +35,7 @@ impl Ran {
 
     /// The STATUS column of `step` in the summary table.
     fn status(&self, step: &str) -> String {
-        let table = self.stdout.split_once("\nSTEP ").map_or("", |t| t.1);
-        table
-            .lines()
-            .find_map(|l| {
-                let mut cols = l.split_whitespace();
-                (cols.next() == Some(step)).then(|| cols.next().unwrap_or("").to_string())
-            })
+        summary::status(&self.stdout, step)
             .unwrap_or_else(|| panic!("no row for {step}:\n{}", self.show()))
     }
 }

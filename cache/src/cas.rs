@@ -316,6 +316,51 @@ impl Cas {
         self.stream(blob, &mut sink)
     }
 
+    /// Stores a blob that arrives as it is stored (zstd, from another cache), verified:
+    /// `compressed` goes to a temporary file (at most `max_compressed` bytes), which is
+    /// decompressed and checked against `blob`, and renamed into place only if it matches.
+    /// Returns the bytes stored.
+    pub fn put_compressed(
+        &self,
+        blob: &Blob,
+        mut compressed: impl Read,
+        max_compressed: u64,
+    ) -> Result<u64, AdoptError> {
+        let tmp_path = self.tmp.join(temp_name("fetched"));
+        let store = AdoptError::Store;
+        let mut tmp = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o444)
+            .open(&tmp_path)
+            .map_err(store)?;
+        let guard = TempFile(Some(tmp_path.clone()));
+        let copied = io::copy(
+            &mut (&mut compressed).take(max_compressed.saturating_add(1)),
+            &mut tmp,
+        )
+        .map_err(AdoptError::Source)?;
+        if copied > max_compressed {
+            return Err(AdoptError::TooLarge(max_compressed));
+        }
+        tmp.sync_all().map_err(store)?;
+        drop(tmp);
+        let file = File::open(&tmp_path).map_err(store)?;
+        let mut sink = Hashing {
+            inner: io::sink(),
+            hasher: blake3::Hasher::new(),
+            count: 0,
+        };
+        stream_from(file, blob, &mut sink).map_err(AdoptError::Corrupt)?;
+        let dest = self.path(&blob.digest);
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent).map_err(store)?;
+        }
+        fs::rename(&tmp_path, &dest).map_err(store)?;
+        guard.keep();
+        Ok(copied)
+    }
+
     /// Decompresses the blob into `sink`, then checks what passed through.
     fn stream<W: Write>(&self, blob: &Blob, sink: &mut Hashing<W>) -> Result<(), ReadError> {
         let file = match File::open(self.path(&blob.digest)) {
@@ -330,40 +375,7 @@ impl Cas {
                 });
             }
         };
-        let undecodable = |e| ReadError::Undecodable {
-            digest: blob.digest,
-            source: e,
-        };
-        let mut decoder = zstd::stream::Decoder::new(file).map_err(undecodable)?;
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = match decoder.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(undecodable(e)),
-            };
-            // Never write past what the manifest promised: a swapped-in huge blob stops here.
-            if sink.count + n as u64 > blob.size {
-                sink.hasher.update(&buf[..n]);
-                sink.count += n as u64;
-                break;
-            }
-            sink.write_all(&buf[..n])
-                .map_err(|e| ReadError::Destination {
-                    path: PathBuf::new(),
-                    source: e,
-                })?;
-        }
-        let actual: Digest = sink.hasher.finalize().into();
-        if actual != blob.digest || sink.count != blob.size {
-            return Err(ReadError::Corrupt {
-                expected: blob.digest,
-                actual,
-                size: sink.count,
-            });
-        }
-        Ok(())
+        stream_from(file, blob, sink)
     }
 
     /// Removes a blob (eviction, or quarantine of a corrupt one).
@@ -394,6 +406,79 @@ impl Cas {
         }
         Ok(out)
     }
+}
+
+/// Decompresses `file` (a stored blob) into `sink`, then checks what passed through
+/// against `blob`.
+fn stream_from<W: Write>(
+    file: impl Read,
+    blob: &Blob,
+    sink: &mut Hashing<W>,
+) -> Result<(), ReadError> {
+    let undecodable = |e| ReadError::Undecodable {
+        digest: blob.digest,
+        source: e,
+    };
+    let mut decoder = zstd::stream::Decoder::new(file).map_err(undecodable)?;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match decoder.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(undecodable(e)),
+        };
+        // Never write past what the manifest promised: a swapped-in huge blob stops here.
+        if sink.count + n as u64 > blob.size {
+            sink.hasher.update(&buf[..n]);
+            sink.count += n as u64;
+            break;
+        }
+        sink.write_all(&buf[..n])
+            .map_err(|e| ReadError::Destination {
+                path: PathBuf::new(),
+                source: e,
+            })?;
+    }
+    let actual: Digest = sink.hasher.finalize().into();
+    if actual != blob.digest || sink.count != blob.size {
+        return Err(ReadError::Corrupt {
+            expected: blob.digest,
+            actual,
+            size: sink.count,
+        });
+    }
+    Ok(())
+}
+
+/// The BLAKE3 digest and size of what the zstd stream `compressed` decompresses to (a blob
+/// as a store holds it): how a blob that arrives compressed is checked against its name.
+pub fn content_digest(compressed: impl Read) -> io::Result<(Digest, u64)> {
+    let mut decoder = zstd::stream::Decoder::new(compressed)?;
+    let mut sink = Hashing {
+        inner: io::sink(),
+        hasher: blake3::Hasher::new(),
+        count: 0,
+    };
+    io::copy(&mut decoder, &mut sink)?;
+    Ok((sink.hasher.finalize().into(), sink.count))
+}
+
+/// Why a blob that arrived compressed was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum AdoptError {
+    /// Reading it failed.
+    #[error("could not read the blob")]
+    Source(#[source] io::Error),
+    /// It is larger than it may be.
+    #[error("the blob is larger than {0} bytes compressed")]
+    TooLarge(u64),
+    /// It is not what its name says.
+    #[error("the blob failed verification")]
+    Corrupt(#[source] ReadError),
+    /// Writing the store failed.
+    #[error("could not write the blob store")]
+    Store(#[source] io::Error),
 }
 
 /// A read or a write failure, told apart for [`PutError`].
@@ -514,6 +599,37 @@ mod tests {
                 .collect();
             assert!(leftovers.is_empty(), "{what}: temporary file left");
         }
+    }
+
+    #[test]
+    fn a_compressed_blob_from_elsewhere_is_stored_only_when_it_verifies() {
+        let (_src_dir, src) = store();
+        let data = vec![9u8; 50_000];
+        let blob = src.put_bytes(&data).unwrap().blob;
+        let compressed = fs::read(src.path(&blob.digest)).unwrap();
+        assert_eq!(
+            content_digest(&compressed[..]).unwrap(),
+            (blob.digest, blob.size)
+        );
+        let (_dir, cas) = store();
+        let n = cas.put_compressed(&blob, &compressed[..], 1 << 20).unwrap();
+        assert_eq!(n, compressed.len() as u64);
+        assert_eq!(cas.read(&blob).unwrap(), data);
+        // Another blob's bytes under this name, a flipped byte, and too many bytes: refused.
+        let other = src.put_bytes(b"other").unwrap().blob;
+        let theirs = fs::read(src.path(&other.digest)).unwrap();
+        let mut flipped = compressed.clone();
+        let mid = flipped.len() / 2;
+        flipped[mid] ^= 0x40;
+        let (_dir, cas) = store();
+        for (what, bytes) in [("swapped", &theirs), ("flipped", &flipped)] {
+            let err = cas.put_compressed(&blob, &bytes[..], 1 << 20).unwrap_err();
+            assert!(matches!(err, AdoptError::Corrupt(_)), "{what}: {err}");
+        }
+        let err = cas.put_compressed(&blob, &compressed[..], 4).unwrap_err();
+        assert!(matches!(err, AdoptError::TooLarge(4)), "{err}");
+        assert!(!cas.contains(&blob.digest));
+        assert!(cas.list().unwrap().is_empty());
     }
 
     #[test]

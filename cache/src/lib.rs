@@ -18,7 +18,9 @@
 //!   eviction, for the [`store::LocalCache`];
 //! - [`tools`]: the program a tool name runs (found on `PATH`, links followed) and the
 //!   digest of its bytes;
-//! - `service` (feature `server`): the team cache service, `ci-intel cache serve`.
+//! - `service` (feature `server`): the team cache service, `ci-intel cache serve`;
+//! - `remote` (feature `remote`): its native protocol's client, a tier behind the
+//!   [`store::LocalCache`] (`ci-intel run --remote-cache URL`).
 //!
 //! It does not run anything, and knows nothing of plans or sandboxes: the executor gathers
 //! a step's [`key::KeyInputs`] and decides what to store.
@@ -49,6 +51,8 @@ pub mod maintenance;
 pub mod manifest;
 pub mod namespace;
 pub mod platform;
+#[cfg(feature = "remote")]
+pub mod remote;
 #[cfg(feature = "server")]
 pub mod service;
 pub mod sign;

@@ -16,6 +16,10 @@
 //! and that every blob it names is present; a restore then checks every blob's BLAKE3 as
 //! it streams out. Whatever fails is moved to `quarantine/` with a reason, and the caller
 //! runs the step as a miss.
+//!
+//! With the `remote` feature, a team cache service can stand behind the cache
+//! (`LocalCache::set_remote`): a local miss fetches the entry into this cache and then
+//! verifies it exactly as a local one; a store uploads what it stored.
 
 use std::fs;
 use std::io::{self, Write as _};
@@ -25,6 +29,8 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use crate::ActionKey;
+#[cfg(feature = "remote")]
+use crate::cas::AdoptError;
 use crate::cas::{Cas, PutError, ReadError};
 use crate::digest::Digest;
 use crate::index::{Counter, Index, IndexError};
@@ -183,6 +189,9 @@ pub struct LocalCache {
     signer: SigningKey,
     trusted: Keyring,
     index: Mutex<Index>,
+    /// The team cache service behind this one, when the run has one.
+    #[cfg(feature = "remote")]
+    remote: Option<crate::remote::RemoteCache>,
 }
 
 /// Files and directories of the cache.
@@ -252,7 +261,22 @@ impl LocalCache {
             signer,
             trusted,
             index: Mutex::new(index),
+            #[cfg(feature = "remote")]
+            remote: None,
         })
+    }
+
+    /// Puts the team cache service behind this cache: a lookup that misses here asks it
+    /// (and verifies what it gets as it would a local entry), a store uploads to it.
+    #[cfg(feature = "remote")]
+    pub fn set_remote(&mut self, remote: crate::remote::RemoteCache) {
+        self.remote = Some(remote);
+    }
+
+    /// The team cache service behind this cache, if any.
+    #[cfg(feature = "remote")]
+    pub fn remote(&self) -> Option<&crate::remote::RemoteCache> {
+        self.remote.as_ref()
     }
 
     /// The cache directory.
@@ -307,38 +331,171 @@ impl LocalCache {
         self.trusted.contains(signer) || (namespace != TRUSTED && *signer == self.signer.public())
     }
 
-    /// Looks `key` up in the run's namespaces, trusted first. Never returns an entry that
-    /// did not verify; broken ones are quarantined on the way.
+    /// Looks `key` up in the run's namespaces, trusted first; on a miss, in the remote
+    /// cache's, when there is one (what it sends is written here and verified like a local
+    /// entry). Never returns an entry that did not verify; broken ones are quarantined on
+    /// the way.
     pub fn lookup(&self, key: &ActionKey) -> Lookup {
         let mut quarantined = Vec::new();
+        let found = self
+            .namespaces
+            .read
+            .iter()
+            .find_map(|ns| self.lookup_in(ns, key, &mut quarantined));
+        #[cfg(feature = "remote")]
+        let found = found.or_else(|| self.lookup_remote(key, &mut quarantined));
+        if found.is_none() {
+            self.note(|ix| ix.bump(Counter::Misses));
+        }
+        Lookup {
+            entry: found,
+            quarantined,
+        }
+    }
+
+    /// The verified entry of `key` in `ns` here, if any; a broken one goes to quarantine.
+    fn lookup_in(
+        &self,
+        ns: &str,
+        key: &ActionKey,
+        quarantined: &mut Vec<Quarantine>,
+    ) -> Option<Entry> {
+        let path = self.manifest_path(ns, key);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                tracing::warn!("cache entry {} unreadable: {e}", path.display());
+                return None;
+            }
+        };
+        match self.check(ns, key, &bytes) {
+            Ok(entry) => Some(entry),
+            Err(reason) => {
+                if let Some(q) = self.quarantine(ns, key, &reason, None) {
+                    quarantined.push(q);
+                }
+                None
+            }
+        }
+    }
+
+    /// Fetches `key`'s manifest from the remote cache, namespace by namespace (trusted
+    /// first), with the blobs it names that are not here, into this cache, then looks it
+    /// up here: the signature, the keyring and the namespace are checked exactly as for a
+    /// local entry, and blobs were checked against their BLAKE3 on the way in. The blobs of
+    /// a manifest whose signer this namespace does not accept are not fetched.
+    #[cfg(feature = "remote")]
+    fn lookup_remote(&self, key: &ActionKey, quarantined: &mut Vec<Quarantine>) -> Option<Entry> {
+        let remote = self.remote.as_ref()?;
         for ns in &self.namespaces.read {
-            let path = self.manifest_path(ns, key);
-            let bytes = match fs::read(&path) {
-                Ok(b) => b,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            let sealed = match remote.fetch_manifest(ns, key) {
+                Ok(Some(b)) => b,
+                Ok(None) => continue,
                 Err(e) => {
-                    tracing::warn!("cache entry {} unreadable: {e}", path.display());
+                    remote.report(&e);
+                    if remote.is_down() {
+                        return None;
+                    }
                     continue;
                 }
             };
-            match self.check(ns, key, &bytes) {
-                Ok(entry) => {
-                    return Lookup {
-                        entry: Some(entry),
-                        quarantined,
-                    };
+            let mut corrupt = None;
+            if let Ok(opened) = crate::manifest::open(&sealed, |k| self.accepts(ns, k)) {
+                match self.fetch_blobs(remote, &opened.manifest) {
+                    Ok(()) => {}
+                    Err(FetchFailure::Corrupt(reason)) => corrupt = Some(reason),
+                    Err(FetchFailure::Incomplete) => continue,
                 }
-                Err(reason) => {
-                    if let Some(q) = self.quarantine(ns, key, &reason, None) {
-                        quarantined.push(q);
-                    }
+            }
+            if let Err(e) = self.publish(&self.manifest_path(ns, key), &sealed) {
+                tracing::warn!("could not write a fetched cache entry: {e}");
+                continue;
+            }
+            if let Some(reason) = corrupt {
+                if let Some(q) = self.quarantine(ns, key, &reason, None) {
+                    quarantined.push(q);
+                }
+                continue;
+            }
+            if let Some(entry) = self.lookup_in(ns, key, quarantined) {
+                return Some(entry);
+            }
+        }
+        None
+    }
+
+    /// Fetches the blobs `manifest` names that are not here, each verified before it is
+    /// stored.
+    #[cfg(feature = "remote")]
+    fn fetch_blobs(
+        &self,
+        remote: &crate::remote::RemoteCache,
+        manifest: &Manifest,
+    ) -> Result<(), FetchFailure> {
+        let mut seen = std::collections::HashSet::new();
+        for blob in manifest.blobs() {
+            if !seen.insert(blob.digest) || self.cas.contains(&blob.digest) {
+                continue;
+            }
+            let reader = match remote.fetch_blob(&blob.digest, max_compressed(blob.size)) {
+                Ok(Some(r)) => r,
+                Ok(None) => {
+                    tracing::debug!(
+                        "remote cache entry incomplete: blob {} missing",
+                        blob.digest
+                    );
+                    return Err(FetchFailure::Incomplete);
+                }
+                Err(e) => {
+                    remote.report(&e);
+                    return Err(FetchFailure::Incomplete);
+                }
+            };
+            match self
+                .cas
+                .put_compressed(&blob, reader, max_compressed(blob.size))
+            {
+                Ok(_) => {}
+                Err(e @ (AdoptError::Corrupt(_) | AdoptError::TooLarge(_))) => {
+                    return Err(FetchFailure::Corrupt(format!(
+                        "blob {} from the remote cache: {}",
+                        blob.digest,
+                        crate::error_chain(&e)
+                    )));
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "could not store blob {} from the remote cache: {}",
+                        blob.digest,
+                        crate::error_chain(&e)
+                    );
+                    return Err(FetchFailure::Incomplete);
                 }
             }
         }
-        self.note(|ix| ix.bump(Counter::Misses));
-        Lookup {
-            entry: None,
-            quarantined,
+        Ok(())
+    }
+
+    /// Uploads the entry just stored: the blobs the service lacks (one query), then the
+    /// manifest, last, so the service never holds a manifest without its blobs. A failure
+    /// is reported (once as a warning) and otherwise ignored.
+    #[cfg(feature = "remote")]
+    fn upload(&self, namespace: &str, manifest: &Manifest, sealed: &[u8]) {
+        let Some(remote) = &self.remote else {
+            return;
+        };
+        let mut digests: Vec<Digest> = manifest.blobs().map(|b| b.digest).collect();
+        digests.sort();
+        digests.dedup();
+        let result = remote.missing(&digests).and_then(|absent| {
+            absent
+                .iter()
+                .try_for_each(|d| remote.put_blob(d, &self.cas.path(d)))?;
+            remote.put_manifest(namespace, &manifest.key, sealed)
+        });
+        if let Err(e) = result {
+            remote.report(&e);
         }
     }
 
@@ -610,6 +767,8 @@ impl LocalCache {
         let dest = self.manifest_path(&namespace, &req.key);
         self.publish(&dest, &sealed).map_err(StoreError::Io)?;
         self.note(|ix| ix.stored(&namespace, &req.key.to_string(), bytes));
+        #[cfg(feature = "remote")]
+        self.upload(&namespace, &manifest, &sealed);
         Ok(Stored {
             namespace,
             blobs,
@@ -708,6 +867,22 @@ impl LocalCache {
         }
         Ok(())
     }
+}
+
+/// Why the blobs of a fetched manifest are not all here.
+#[cfg(feature = "remote")]
+enum FetchFailure {
+    /// One failed verification (the reason): the entry is quarantined.
+    Corrupt(String),
+    /// One could not be fetched: the entry is skipped.
+    Incomplete,
+}
+
+/// The most compressed bytes a blob of `size` may take: zstd's bound for incompressible
+/// data, and some.
+#[cfg(feature = "remote")]
+fn max_compressed(size: u64) -> u64 {
+    size.saturating_add(size / 64).saturating_add(1024)
 }
 
 /// Whether a relative link at `link` (root-relative) pointing at `target` stays within the

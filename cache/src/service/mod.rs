@@ -7,13 +7,15 @@
 //! - [`server`]: the HTTP server (axum on hyper, with a header-read timeout), Bazel's remote
 //!   cache protocol, per-team token buckets, metrics and access logs;
 //! - [`ccache`]: ccache's HTTP storage protocol, under `/ccache/`;
-//! - [`turbo`]: Turborepo's remote cache API, under `/v8/artifacts`.
+//! - [`turbo`]: Turborepo's remote cache API, under `/v8/artifacts`;
+//! - [`native`]: the native protocol of `ci-intel run --remote-cache`, under `/native/`.
 //!
 //! It does not run steps or sign anything: manifests of the native protocol stay signed
 //! end to end and are verified by the client before a restore.
 
 pub mod auth;
 pub mod ccache;
+pub mod native;
 pub mod server;
 pub mod store;
 pub mod turbo;

@@ -1,8 +1,9 @@
 //! The HTTP server: the accept loop (with a header-read timeout), routing, the Bazel HTTP
 //! remote cache protocol, authentication, per-team token buckets, metrics and access logs,
-//! on a runtime of its own. `/ccache/…` is [ccache's protocol](super::ccache) and
-//! `/v8/artifacts…` [Turborepo's](super::turbo); everything else but `/healthz` and
-//! `/metrics` is Bazel's.
+//! on a runtime of its own. `/ccache/…` is [ccache's protocol](super::ccache),
+//! `/v8/artifacts…` [Turborepo's](super::turbo) and `/native/…` [ci-intel's
+//! own](super::native);
+//! everything else but `/healthz` and `/metrics` is Bazel's.
 //!
 //! Bazel's protocol: `GET`/`PUT`/`HEAD` of `[/<instance>]/ac/<sha256>` and
 //! `[/<instance>]/cas/<sha256>`; 404 on a miss; a CAS upload whose body does not hash to its
@@ -149,6 +150,11 @@ impl Service {
     /// Counts `n` usage events a client reported.
     pub(super) fn count_events(&self, team: &str, n: u64) {
         self.count(team, |c| c.client_events += n);
+    }
+
+    /// Counts an upload refused because its body is not what its name says.
+    pub(super) fn count_refused_digest(&self, team: &str) {
+        self.count(team, |c| c.refused_digests += 1);
     }
 
     /// Counts a request refused for its scope or team.
@@ -521,6 +527,9 @@ async fn serve_request(
     let path = uri.path();
     if let Some(rest) = path.strip_prefix("/ccache/") {
         return super::ccache::serve(svc, method, rest, &id, body).await;
+    }
+    if let Some(rest) = path.strip_prefix("/native/") {
+        return super::native::serve(svc, method, rest, &id, body).await;
     }
     if let Some(rest) = path
         .strip_prefix("/v8/artifacts")
