@@ -214,3 +214,50 @@ fn acknowledged_entries_survive_a_kill() {
     let (status, _, body) = restarted.request("GET", &path, Some(&bearer(MAIN)), b"");
     assert_eq!((status, body), (200, blob));
 }
+
+#[test]
+fn a_blob_corrupted_on_disk_is_quarantined_by_the_scrub_and_never_served() {
+    let svc = Service::start();
+    let main = bearer(MAIN);
+    let blob = b"scrubbed".to_vec();
+    let digest = sha256_hex(&blob);
+    let path = format!("/cas/{digest}");
+    assert_eq!(svc.request("PUT", &path, Some(&main), &blob).0, 200);
+    let file = svc
+        ._dir
+        .path()
+        .join("store/data/team-a/bazel/cas")
+        .join(&digest[..2])
+        .join(&digest);
+    assert!(
+        file.is_file(),
+        "{} is where the entry lives",
+        file.display()
+    );
+    // Same size, other bytes: only hashing finds it.
+    std::fs::write(&file, b"scrubbad").unwrap();
+    // The test configuration scrubs every second.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, _, metrics) = svc.request("GET", "/metrics", None, b"");
+        let metrics = String::from_utf8(metrics).unwrap();
+        if metrics.contains("ci_intel_cache_quarantined_total 1") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no scrub quarantined the entry:\n{metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(svc.request("GET", &path, Some(&main), b"").0, 404);
+    assert!(
+        svc._dir
+            .path()
+            .join("store/quarantine")
+            .read_dir()
+            .unwrap()
+            .next()
+            .is_some()
+    );
+}

@@ -42,6 +42,7 @@ impl Service {
         let config = format!(
             r#"
 max_body_bytes = 8388608
+scrub_interval_seconds = 1
 
 [[token]]
 team = "team-a"

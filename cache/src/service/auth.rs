@@ -80,6 +80,9 @@ pub struct Config {
     /// Largest request body accepted, bytes.
     #[serde(default)]
     pub max_body_bytes: Option<u64>,
+    /// Seconds between scrubs of the whole store (default 6 hours; 0: never).
+    #[serde(default)]
+    pub scrub_interval_seconds: Option<u64>,
     /// Whether a request without a token may read (as team `public`, untrusted).
     #[serde(default)]
     pub anonymous_read: bool,

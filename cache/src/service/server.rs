@@ -129,6 +129,9 @@ struct Metrics {
     latency_sum: f64,
     latency_count: u64,
     evictions: u64,
+    scrubs: u64,
+    scrub_checked: u64,
+    quarantined: u64,
 }
 
 /// The state every request shares.
@@ -261,7 +264,15 @@ pub fn start(
         .route("/metrics", axum::routing::get(metrics))
         .fallback(handle)
         .layer(DefaultBodyLimit::max(max_body))
-        .with_state(service);
+        .with_state(Arc::clone(&service));
+    let scrub_every = Duration::from_secs(
+        config
+            .scrub_interval_seconds
+            .unwrap_or(DEFAULT_SCRUB_INTERVAL.as_secs()),
+    );
+    if !scrub_every.is_zero() {
+        runtime.spawn(scrub_loop(Arc::clone(&service), scrub_every));
+    }
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("cache-serve".into())
@@ -300,6 +311,67 @@ pub fn start(
         shutdown: Some(tx),
         thread: Some(thread),
     })
+}
+
+/// Default time between scrubs.
+pub const DEFAULT_SCRUB_INTERVAL: Duration = Duration::from_secs(6 * 3600);
+
+/// Whether a stored entry is what its name says. Content-addressed blobs are hashed as
+/// their protocol names them: Bazel's CAS by SHA-256 of the bytes, the native CAS by BLAKE3
+/// of the decompressed blob. Action results, ccache's and Turborepo's entries are named by
+/// keys, not by their content: the store's size check is all a scrub can do for them.
+pub(super) fn entry_is_sound(space: &str, kind: Kind, key: &str, bytes: &[u8]) -> bool {
+    if kind != Kind::Cas {
+        return true;
+    }
+    // Spaces are `TEAM[/untrusted]/PROTOCOL[/...]`.
+    let mut parts = space.split('/').skip(1).peekable();
+    if parts.peek() == Some(&"untrusted") {
+        parts.next();
+    }
+    match parts.next() {
+        Some("bazel") => {
+            let digest = sha2::Sha256::digest(bytes);
+            let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+            hex == key
+        }
+        Some("native-cas") => match zstd::decode_all(bytes) {
+            Ok(plain) => blake3::hash(&plain).to_hex().as_str() == key,
+            Err(_) => false,
+        },
+        _ => true,
+    }
+}
+
+/// Scrubs the whole store every `every`, off the async threads; failures are quarantined
+/// by the store and counted.
+async fn scrub_loop(svc: Arc<Service>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate: a scrub after a restart checks what a crash left.
+    loop {
+        tick.tick().await;
+        let store = Arc::clone(&svc.store);
+        let report = tokio::task::spawn_blocking(move || store.scrub(entry_is_sound)).await;
+        match report {
+            Ok(Ok(r)) => {
+                if r.quarantined > 0 {
+                    tracing::warn!(
+                        "cache scrub: {} of {} entries failed verification and were quarantined",
+                        r.quarantined,
+                        r.checked
+                    );
+                }
+                if let Ok(mut m) = svc.metrics.lock() {
+                    m.scrubs += 1;
+                    m.scrub_checked += r.checked;
+                    m.quarantined += r.quarantined;
+                }
+            }
+            Ok(Err(e)) => tracing::error!("cache scrub failed: {}", crate::error_chain(&e)),
+            Err(e) => tracing::error!("cache scrub task failed: {e}"),
+        }
+    }
 }
 
 /// Accepts connections on `listener` and serves HTTP/1.1 on them until `stop` resolves,
@@ -783,6 +855,16 @@ async fn metrics(State(svc): State<Arc<Service>>) -> Response {
     );
     let _ = writeln!(out, "# TYPE ci_intel_cache_evictions_total counter");
     let _ = writeln!(out, "ci_intel_cache_evictions_total {}", m.evictions);
+    let _ = writeln!(out, "# TYPE ci_intel_cache_scrubs_total counter");
+    let _ = writeln!(out, "ci_intel_cache_scrubs_total {}", m.scrubs);
+    let _ = writeln!(out, "# TYPE ci_intel_cache_scrub_checked_total counter");
+    let _ = writeln!(
+        out,
+        "ci_intel_cache_scrub_checked_total {}",
+        m.scrub_checked
+    );
+    let _ = writeln!(out, "# TYPE ci_intel_cache_quarantined_total counter");
+    let _ = writeln!(out, "ci_intel_cache_quarantined_total {}", m.quarantined);
     let _ = writeln!(out, "# TYPE ci_intel_cache_request_seconds histogram");
     let mut cumulative = 0;
     for (i, bound) in LATENCY_BOUNDS.iter().enumerate() {
@@ -846,6 +928,33 @@ mod tests {
         ] {
             assert!(parse_target(&bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_scrub_checks_blobs_as_their_protocol_names_them() {
+        let data = b"blob";
+        let sha: String = sha2::Sha256::digest(data)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert!(entry_is_sound("t/bazel", Kind::Cas, &sha, data));
+        assert!(entry_is_sound(
+            "t/untrusted/bazel/x86",
+            Kind::Cas,
+            &sha,
+            data
+        ));
+        assert!(!entry_is_sound("t/bazel", Kind::Cas, &sha, b"blub"));
+        let compressed = zstd::encode_all(&data[..], 3).unwrap();
+        let b3 = blake3::hash(data).to_hex().to_string();
+        assert!(entry_is_sound("t/native-cas", Kind::Cas, &b3, &compressed));
+        assert!(
+            !entry_is_sound("t/native-cas", Kind::Cas, &b3, data),
+            "not zstd"
+        );
+        // Keys that do not name content: nothing to check beyond the size.
+        assert!(entry_is_sound("t/ccache", Kind::Cas, "abc", b"anything"));
+        assert!(entry_is_sound("t/bazel", Kind::Ac, &sha, b"result"));
     }
 
     #[test]
