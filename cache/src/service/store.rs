@@ -440,12 +440,54 @@ struct Inner {
     total: u64,
     /// The last order-of-use number handed out.
     seq: i64,
+    /// Uses by hits not yet written to the index: (space, kind code, key, time, seq).
+    /// A hit is the hot path; its last use is written with others, in one transaction,
+    /// at most [`USE_FLUSH_EVERY`] later, and before anything reads the order (eviction,
+    /// a commit). A crash loses at most that much of the LRU order, never an entry.
+    uses: Vec<(String, i64, String, i64, i64)>,
+    /// When `uses` was last written.
+    flushed_at: std::time::Instant,
 }
+
+/// How long hits' last uses wait before they are written to the index.
+const USE_FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// How many hits' last uses wait at most before they are written.
+const USE_FLUSH_AT: usize = 4096;
 
 impl Inner {
     fn next_seq(&mut self) -> i64 {
         self.seq += 1;
         self.seq
+    }
+
+    /// Writes the pending last uses in one transaction.
+    fn flush_uses(&mut self) -> Result<(), rusqlite::Error> {
+        if self.uses.is_empty() {
+            return Ok(());
+        }
+        let tx = self.db.transaction()?;
+        {
+            let mut update = tx.prepare_cached(
+                "UPDATE entries SET last_use = max(last_use, ?4), seq = max(seq, ?5)
+                 WHERE space = ?1 AND kind = ?2 AND key = ?3",
+            )?;
+            for (space, kind, key, now, seq) in &self.uses {
+                update.execute(params![space, kind, key, now, seq])?;
+            }
+        }
+        tx.commit()?;
+        self.uses.clear();
+        self.flushed_at = std::time::Instant::now();
+        Ok(())
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // A clean stop keeps the order of use of the last hits.
+        if let Ok(mut inner) = self.inner.lock() {
+            let _ = inner.flush_uses();
+        }
     }
 }
 
@@ -551,7 +593,13 @@ impl Store {
             tmp,
             quarantine,
             cap: cap_bytes,
-            inner: Mutex::new(Inner { db, total, seq }),
+            inner: Mutex::new(Inner {
+                db,
+                total,
+                seq,
+                uses: Vec::new(),
+                flushed_at: std::time::Instant::now(),
+            }),
             clock: Box::new(clock),
             recovery,
             _lock: lock,
@@ -614,12 +662,11 @@ impl Store {
         let now = to_i64((self.clock)());
         let seq = inner.next_seq();
         inner
-            .db
-            .prepare_cached(
-                "UPDATE entries SET last_use = max(last_use, ?4), seq = ?5
-                 WHERE space = ?1 AND kind = ?2 AND key = ?3",
-            )?
-            .execute(params![space, kind.code(), key, now, seq])?;
+            .uses
+            .push((space.to_string(), kind.code(), key.to_string(), now, seq));
+        if inner.uses.len() >= USE_FLUSH_AT || inner.flushed_at.elapsed() >= USE_FLUSH_EVERY {
+            inner.flush_uses()?;
+        }
         Ok(Some((file, size)))
     }
 
@@ -777,6 +824,8 @@ impl Store {
         key: &str,
         size: u64,
     ) -> Result<CommitInfo, StoreError> {
+        // Eviction reads the order of use: what hits did must be in it.
+        inner.flush_uses()?;
         let now = to_i64((self.clock)());
         let seq = inner.next_seq();
         let tx = inner.db.transaction()?;
