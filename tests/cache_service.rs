@@ -184,7 +184,7 @@ fn health_and_metrics_need_no_token_and_sigterm_stops_it_cleanly() {
         "ci_intel_cache_hits_total{team=\"team-a\"} 1",
         "ci_intel_cache_bytes_in_total{team=\"team-a\"} 7",
         "ci_intel_cache_bytes_out_total{team=\"team-a\"} 7",
-        "ci_intel_cache_request_seconds_count",
+        "ci_intel_cache_request_seconds_count{team=\"team-a\"} 2",
     ] {
         assert!(metrics.contains(line), "{line}:\n{metrics}");
     }

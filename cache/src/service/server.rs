@@ -121,13 +121,20 @@ const LATENCY_BOUNDS: [f64; 10] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5,
 ];
 
+/// A latency histogram.
+#[derive(Debug, Default, Clone)]
+struct Latency {
+    buckets: [u64; LATENCY_BOUNDS.len() + 1],
+    sum: f64,
+    count: u64,
+}
+
 #[derive(Debug, Default)]
 struct Metrics {
     teams: BTreeMap<String, TeamCounters>,
     unauthenticated: u64,
-    latency: [u64; LATENCY_BOUNDS.len() + 1],
-    latency_sum: f64,
-    latency_count: u64,
+    /// Request latency per team (`-` for requests without a valid token).
+    latency: BTreeMap<String, Latency>,
     evictions: u64,
     scrubs: u64,
     scrub_checked: u64,
@@ -563,9 +570,10 @@ async fn handle(
             .iter()
             .position(|&b| secs <= b)
             .unwrap_or(LATENCY_BOUNDS.len());
-        m.latency[bucket] += 1;
-        m.latency_sum += secs;
-        m.latency_count += 1;
+        let l = m.latency.entry(team.clone()).or_default();
+        l.buckets[bucket] += 1;
+        l.sum += secs;
+        l.count += 1;
     }
     tracing::info!(
         target: "ci_intel::access",
@@ -872,25 +880,31 @@ async fn metrics(State(svc): State<Arc<Service>>) -> Response {
     let _ = writeln!(out, "# TYPE ci_intel_cache_quarantined_total counter");
     let _ = writeln!(out, "ci_intel_cache_quarantined_total {}", m.quarantined);
     let _ = writeln!(out, "# TYPE ci_intel_cache_request_seconds histogram");
-    let mut cumulative = 0;
-    for (i, bound) in LATENCY_BOUNDS.iter().enumerate() {
-        cumulative += m.latency[i];
+    for (team, l) in &m.latency {
+        let mut cumulative = 0;
+        for (i, bound) in LATENCY_BOUNDS.iter().enumerate() {
+            cumulative += l.buckets[i];
+            let _ = writeln!(
+                out,
+                "ci_intel_cache_request_seconds_bucket{{team=\"{team}\",le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        cumulative += l.buckets[LATENCY_BOUNDS.len()];
         let _ = writeln!(
             out,
-            "ci_intel_cache_request_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+            "ci_intel_cache_request_seconds_bucket{{team=\"{team}\",le=\"+Inf\"}} {cumulative}"
+        );
+        let _ = writeln!(
+            out,
+            "ci_intel_cache_request_seconds_sum{{team=\"{team}\"}} {}",
+            l.sum
+        );
+        let _ = writeln!(
+            out,
+            "ci_intel_cache_request_seconds_count{{team=\"{team}\"}} {}",
+            l.count
         );
     }
-    cumulative += m.latency[LATENCY_BOUNDS.len()];
-    let _ = writeln!(
-        out,
-        "ci_intel_cache_request_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
-    );
-    let _ = writeln!(out, "ci_intel_cache_request_seconds_sum {}", m.latency_sum);
-    let _ = writeln!(
-        out,
-        "ci_intel_cache_request_seconds_count {}",
-        m.latency_count
-    );
     drop(m);
     if let Ok(stats) = svc.store.stats() {
         let _ = writeln!(out, "# TYPE ci_intel_cache_stored_bytes gauge");
