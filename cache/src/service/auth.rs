@@ -267,6 +267,22 @@ fn decode_base64(s: &str) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// An `Authorization` header is untrusted input: any value is an identity or a
+        /// refusal, never a panic, and only the real token identifies as its team.
+        #[test]
+        fn any_header_is_identified_or_refused(header in "\\PC{0,120}") {
+            let t = tokens();
+            if let Ok(id) = t.identify(Some(&header)) {
+                proptest::prop_assert_eq!(id.team, "team-a");
+                proptest::prop_assert!(
+                    header.contains("s3cret-main") || header.contains("fork-token")
+                        || header.to_ascii_lowercase().starts_with("basic")
+                );
+            }
+        }
+    }
+
     fn tokens() -> Tokens {
         let config: Config = toml::from_str(&format!(
             r#"

@@ -928,6 +928,28 @@ async fn metrics(State(svc): State<Arc<Service>>) -> Response {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// Whatever path a client sends, what is accepted names a kind and a SHA-256, and
+        /// its instance cannot climb out of the team's space.
+        #[test]
+        fn accepted_paths_are_confined(path in "[a-z0-9./_-]{0,20}(/(ac|cas)/[0-9a-f]{64})?") {
+            if let Ok(t) = parse_target(&path) {
+                proptest::prop_assert_eq!(t.hash.len(), 64);
+                if let Some(i) = &t.instance {
+                    proptest::prop_assert!(i.split('/').all(|p| !p.is_empty() && p != "." && p != ".."));
+                    proptest::prop_assert!(!i.starts_with('/'));
+                    let space = space("team", Trust::Trusted, "bazel", Some(i));
+                    proptest::prop_assert!(space.starts_with("team/bazel/"));
+                }
+            }
+        }
+
+        #[test]
+        fn any_path_parses_or_is_refused_without_panicking(path in "\\PC{0,200}") {
+            let _ = parse_target(&path);
+        }
+    }
+
     #[test]
     fn paths_parse_with_and_without_an_instance_and_bad_ones_are_refused() {
         let h = "a".repeat(64);
