@@ -3,41 +3,15 @@
 //! steps that must not be cached are not.
 #[path = "support/summary.rs"]
 mod summary;
+
+use summary::Ran;
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 /// A plan root with a cache of its own.
 struct Workspace {
     dir: tempfile::TempDir,
-}
-
-/// One run's result.
-struct Ran {
-    out: Output,
-    stdout: String,
-}
-
-impl Ran {
-    fn ok(&self) -> &Self {
-        assert_eq!(self.out.status.code(), Some(0), "{}", self.show());
-        self
-    }
-
-    fn show(&self) -> String {
-        format!(
-            "{}\n--- stderr\n{}",
-            self.stdout,
-            String::from_utf8_lossy(&self.out.stderr)
-        )
-    }
-
-    /// The STATUS column of `step` in the summary table.
-    fn status(&self, step: &str) -> String {
-        summary::status(&self.stdout, step)
-            .unwrap_or_else(|| panic!("no row for {step}:\n{}", self.show()))
-    }
 }
 
 impl Workspace {
@@ -79,8 +53,7 @@ impl Workspace {
             .envs(env.iter().copied())
             .output()
             .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        Ran { out, stdout }
+        Ran::from(out)
     }
 
     /// How many times the step's command ran: each run appends a line to `counter/STEP`,

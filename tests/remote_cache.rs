@@ -4,13 +4,14 @@
 //! protocol refuses what it must, at the HTTP level.
 #[path = "support/summary.rs"]
 mod summary;
+
+use summary::Ran;
 mod support;
 
 #[path = "support/service.rs"]
 mod service;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use service::{FORK, LIMITED, MAIN, READER, Service, bearer, header};
 
@@ -76,30 +77,6 @@ struct Checkout {
     cache: tempfile::TempDir,
 }
 
-/// One run's result.
-struct Ran {
-    out: Output,
-    stdout: String,
-    stderr: String,
-}
-
-impl Ran {
-    fn ok(&self) -> &Self {
-        assert_eq!(self.out.status.code(), Some(0), "{}", self.show());
-        self
-    }
-
-    fn show(&self) -> String {
-        format!("{}\n--- stderr\n{}", self.stdout, self.stderr)
-    }
-
-    /// The STATUS column of `step` in the summary table.
-    fn status(&self, step: &str) -> String {
-        summary::status(&self.stdout, step)
-            .unwrap_or_else(|| panic!("no row for {step}:\n{}", self.show()))
-    }
-}
-
 impl Checkout {
     fn new(keys: &Keys) -> Checkout {
         let c = Checkout {
@@ -132,12 +109,7 @@ impl Checkout {
         if let Some(t) = token {
             cmd.env("CI_INTEL_REMOTE_CACHE_TOKEN", t);
         }
-        let out = cmd.output().unwrap();
-        Ran {
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            out,
-        }
+        Ran::from(cmd.output().unwrap())
     }
 
     /// How many times `build`'s command ran in this checkout.
