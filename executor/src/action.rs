@@ -213,6 +213,51 @@ pub struct Outcome {
     pub action_key: Option<String>,
     /// What the step could read as inputs, when the key was computed.
     pub inputs: Option<InputStats>,
+    /// What the cache did for this attempt: entries quarantined on the way, then the hit,
+    /// the miss, or why the attempt was not looked up.
+    pub cache_events: Vec<CacheEvent>,
+    /// Every decision of the step's egress proxy, in order.
+    pub egress: Vec<ci_intel_sandbox::EgressEvent>,
+    /// The attempt's phases, in order, for tracing: `cache.lookup`, `sandbox.setup`,
+    /// `execute`, `cache.upload`.
+    pub phases: Vec<Phase>,
+    /// Whether the attempt ran in the sandbox (a cache hit ran nothing).
+    pub sandboxed: bool,
+}
+
+/// What the cache did for an attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CacheEvent {
+    /// A verified entry was restored.
+    Hit {
+        /// The namespace it came from.
+        namespace: String,
+    },
+    /// No usable entry.
+    Miss,
+    /// A broken entry was moved aside (and never served).
+    Quarantine {
+        /// Its namespace.
+        namespace: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The attempt was not looked up.
+    Uncacheable {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One timed phase of an attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Phase {
+    /// `cache.lookup`, `sandbox.setup`, `execute` or `cache.upload`.
+    pub name: &'static str,
+    /// When it started.
+    pub started_at: SystemTime,
+    /// How long it took.
+    pub duration: Duration,
 }
 
 /// How much a step's visible inputs hold, measured when its key is computed (before it
@@ -245,6 +290,10 @@ impl Outcome {
             cached: false,
             action_key: None,
             inputs: None,
+            cache_events: Vec::new(),
+            egress: Vec::new(),
+            phases: Vec::new(),
+            sandboxed: false,
         }
     }
 }

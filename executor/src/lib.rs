@@ -28,8 +28,8 @@ mod secrets;
 mod workspace;
 
 pub use action::{
-    Action, ActionSandbox, FixedEnv, InputStats, NetworkAccess, Outcome, Program, SecretScan,
-    Status,
+    Action, ActionSandbox, CacheEvent, FixedEnv, InputStats, NetworkAccess, Outcome, Phase,
+    Program, SecretScan, Status,
 };
 pub use cancel::{Cancel, CancelLevel, CancelSource};
 pub use output::{OutputSink, Redactor};

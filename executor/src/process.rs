@@ -19,7 +19,9 @@ use tokio::time::sleep_until;
 
 use std::path::PathBuf;
 
-use crate::action::{Action, ActionSandbox, FixedEnv, NetworkAccess, Outcome, SecretScan, Status};
+use crate::action::{
+    Action, ActionSandbox, CacheEvent, FixedEnv, NetworkAccess, Outcome, Phase, SecretScan, Status,
+};
 use crate::cache;
 use crate::cancel::{Cancel, CancelLevel};
 use crate::output::{OutputProcessor, OutputSink, command_not_found};
@@ -152,10 +154,12 @@ impl ProcessExecutor {
         sb: &ActionSandbox,
         action: &Action,
         out: &mut OutputProcessor<'_>,
+        events: &mut Vec<CacheEvent>,
     ) -> std::io::Result<Option<Hit>> {
         let lookup = cache.lookup(&keyed.key);
         for q in &lookup.quarantined {
             out.note(&quarantine_line(q))?;
+            events.push(quarantine_event(q));
         }
         let Some(entry) = lookup.entry else {
             return Ok(None);
@@ -189,6 +193,7 @@ impl ProcessExecutor {
             Ok(()) => {}
             Err(RestoreError::Corrupt(q)) => {
                 out.note(&quarantine_line(&q))?;
+                events.push(quarantine_event(&q));
                 return Ok(None);
             }
             Err(e) => {
@@ -283,6 +288,14 @@ impl ProcessExecutor {
     }
 }
 
+/// The outcome's record of a quarantined entry.
+fn quarantine_event(q: &ci_intel_cache::store::Quarantine) -> CacheEvent {
+    CacheEvent::Quarantine {
+        namespace: q.namespace.clone(),
+        reason: q.reason.clone(),
+    }
+}
+
 /// The log line of a quarantined entry.
 fn quarantine_line(q: &ci_intel_cache::store::Quarantine) -> String {
     format!(
@@ -361,6 +374,7 @@ impl Execute for ProcessExecutor {
             out.note(&format!("warning: secret sweep: {what}"))
                 .map_err(log_err)?;
         }
+        let setup_start = (SystemTime::now(), Instant::now());
         let (policy, staging, allow, visible) = match &action.sandbox {
             None => {
                 std::fs::create_dir_all(&action.home).map_err(|source| ExecuteError::Home {
@@ -377,8 +391,10 @@ impl Execute for ProcessExecutor {
             },
         };
 
+        let mut setup = setup_start.1.elapsed();
         // The cache: a verified hit is restored instead of running the step.
         let log_start = std::fs::metadata(&action.log_path).map_or(0, |m| m.len());
+        let lookup_start = (SystemTime::now(), Instant::now());
         let keyed = match (&self.cache, &action.sandbox) {
             (Some(_), Some(sb)) if action.cache => {
                 let cx = cache::KeyContext {
@@ -390,11 +406,31 @@ impl Execute for ProcessExecutor {
                     Ok(k) => Some(k),
                     Err(e) => {
                         out.note(&format!("cache not used: {e}")).map_err(log_err)?;
+                        outcome.cache_events.push(CacheEvent::Uncacheable {
+                            reason: e.to_string(),
+                        });
                         None
                     }
                 }
             }
-            _ => None,
+            (None, _) => {
+                outcome.cache_events.push(CacheEvent::Uncacheable {
+                    reason: "the run has no cache (--no-cache)".into(),
+                });
+                None
+            }
+            (Some(_), None) => {
+                outcome.cache_events.push(CacheEvent::Uncacheable {
+                    reason: "the step runs without the sandbox".into(),
+                });
+                None
+            }
+            (Some(_), Some(_)) => {
+                outcome.cache_events.push(CacheEvent::Uncacheable {
+                    reason: "`cache = false` in the plan".into(),
+                });
+                None
+            }
         };
         match (&keyed, &action.sandbox) {
             (Some(keyed), _) => {
@@ -405,10 +441,28 @@ impl Execute for ProcessExecutor {
             (None, None) => {}
         }
         if let (Some(cache), Some(keyed), Some(sb)) = (&self.cache, &keyed, &action.sandbox) {
-            if let Some(hit) = self
-                .restore(cache, keyed, sb, &action, &mut out)
-                .map_err(log_err)?
-            {
+            let hit = self
+                .restore(
+                    cache,
+                    keyed,
+                    sb,
+                    &action,
+                    &mut out,
+                    &mut outcome.cache_events,
+                )
+                .map_err(log_err)?;
+            outcome.cache_events.push(match &hit {
+                Some(hit) => CacheEvent::Hit {
+                    namespace: hit.namespace.clone(),
+                },
+                None => CacheEvent::Miss,
+            });
+            outcome.phases.push(Phase {
+                name: "cache.lookup",
+                started_at: lookup_start.0,
+                duration: lookup_start.1.elapsed(),
+            });
+            if let Some(hit) = hit {
                 if let Some(staging) = &staging {
                     let _ = std::fs::remove_dir_all(staging.staging_dir());
                 }
@@ -429,6 +483,7 @@ impl Execute for ProcessExecutor {
             return Ok(outcome);
         }
 
+        let spawn_start = Instant::now();
         let (rx, tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| ExecuteError::Pipe(e.into()))?;
         let mut child = match ci_intel_sandbox::spawn(
@@ -469,6 +524,14 @@ impl Execute for ProcessExecutor {
             }
             Err(e) => return Err(ExecuteError::Spawn(e)),
         };
+        outcome.sandboxed = action.sandbox.is_some();
+        setup += spawn_start.elapsed();
+        outcome.phases.push(Phase {
+            name: "sandbox.setup",
+            started_at: setup_start.0,
+            duration: setup,
+        });
+        let exec_start = (SystemTime::now(), Instant::now());
         let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
         let proxy = match (child.take_proxy_listener(), allow) {
             (Some(listener), Some(allow)) => Some(
@@ -518,6 +581,7 @@ impl Execute for ProcessExecutor {
                 }
                 Some(ev) = events.recv(), if proxy.is_some() => {
                     out.note(&egress_line(&ev)).map_err(log_err)?;
+                    outcome.egress.push(ev);
                 }
                 n = reader.read(&mut buf), if !eof => {
                     match n {
@@ -568,8 +632,14 @@ impl Execute for ProcessExecutor {
             proxy.shutdown().await;
             while let Ok(ev) = events.try_recv() {
                 out.note(&egress_line(&ev)).map_err(log_err)?;
+                outcome.egress.push(ev);
             }
         }
+        outcome.phases.push(Phase {
+            name: "execute",
+            started_at: exec_start.0,
+            duration: exec_start.1.elapsed(),
+        });
         let mut collect_error = None;
         if let (Some(staging), true) = (&staging, stopping.is_none() && exit.success()) {
             if let Err(e) = staging.collect() {
@@ -585,6 +655,7 @@ impl Execute for ProcessExecutor {
             &action.sandbox,
             stopping.is_none() && exit.success() && collect_error.is_none(),
         ) {
+            let upload_start = (SystemTime::now(), Instant::now());
             self.store(
                 cache,
                 keyed,
@@ -595,6 +666,11 @@ impl Execute for ProcessExecutor {
                 &mut out,
             )
             .map_err(log_err)?;
+            outcome.phases.push(Phase {
+                name: "cache.upload",
+                started_at: upload_start.0,
+                duration: upload_start.1.elapsed(),
+            });
         }
 
         outcome.duration = start.elapsed();

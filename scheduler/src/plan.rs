@@ -100,6 +100,9 @@ pub struct Step {
     pub deterministic: bool,
     /// Archive normalisers applied to outputs.
     pub normalize: Vec<String>,
+    /// A mutation-testing report the step writes (relative to the root), read into the
+    /// run record's `tests.resilience`.
+    pub mutation_report: Option<String>,
     /// The merged sandbox settings.
     pub sandbox: SandboxSpec,
 }
@@ -410,6 +413,7 @@ struct RawStep {
     deterministic: Option<bool>,
     #[serde(default)]
     normalize: Vec<Spanned<String>>,
+    mutation_report: Option<Spanned<String>>,
     sandbox: Option<RawSandboxValue>,
 }
 
@@ -1280,6 +1284,28 @@ impl Validator<'_> {
             }
         }
         let sandbox = self.sandbox(rs.sandbox, plan_sandbox);
+        let mutation_report = rs.mutation_report.and_then(|m| {
+            let Some(path) = normalize_output(m.get_ref()).filter(|p| !p.ends_with('/')) else {
+                self.err(
+                    m.span(),
+                    format!("mutation report `{}` is not a file path inside the plan root", m.get_ref()),
+                    Some("give the report's path relative to the root, e.g. \"mutants.out/outcomes.json\"".into()),
+                );
+                return None;
+            };
+            let declared = outputs
+                .iter()
+                .any(|o: &String| *o == path || (o.ends_with('/') && path.starts_with(o.as_str())));
+            if sandbox.enabled && !declared {
+                self.err(
+                    m.span(),
+                    format!("mutation report `{path}` is not among step `{id}`'s outputs"),
+                    Some("a sandboxed step's files reach the workspace only through `outputs`: add the report (or its directory, ending in `/`) there".into()),
+                );
+                return None;
+            }
+            Some(path)
+        });
         let step = Step {
             id,
             program,
@@ -1301,6 +1327,7 @@ impl Validator<'_> {
             tools,
             deterministic: rs.deterministic.unwrap_or(false),
             normalize,
+            mutation_report,
             sandbox,
         };
         (step, spans)

@@ -1096,3 +1096,41 @@ inputs = ["{../secret,src}/**", "{/etc/passwd,x}", "{src,include}/**"]
     assert_eq!(count(src), 2, "only the two escaping globs are errors");
     assert_snapshot!(error(src));
 }
+
+// --- mutation_report --------------------------------------------------------------------
+
+#[test]
+fn mutation_report_outside_the_outputs() {
+    assert_snapshot!(error(
+        r#"version = 1
+
+[steps.mutants]
+run = "cargo mutants"
+outputs = ["report/"]
+mutation_report = "mutants.out/outcomes.json"
+"#
+    ));
+}
+
+#[test]
+fn mutation_report_outside_the_root() {
+    assert_snapshot!(error(
+        r#"version = 1
+
+[steps.mutants]
+run = "cargo mutants"
+sandbox = false
+mutation_report = "../outcomes.json"
+"#
+    ));
+}
+
+#[test]
+fn mutation_report_of_an_unsandboxed_step_needs_no_output() {
+    let plan = parse_plan(
+        Path::new("plan.toml"),
+        "version = 1\n[steps.m]\nrun = \"x\"\nsandbox = false\nmutation_report = \"m/o.json\"\n",
+    )
+    .unwrap();
+    assert_eq!(plan.steps[0].mutation_report.as_deref(), Some("m/o.json"));
+}
