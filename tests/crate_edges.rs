@@ -1,7 +1,7 @@
 //! The workspace's layering, checked against `cargo metadata`.
 //!
 //! Allowed internal dependencies: scheduler → executor; executor → sandbox, cache; the
-//! binary → any. sandbox and cache are leaves, and nothing depends on the binary. Every
+//! binary → any. sandbox, cache and insight are leaves, and nothing depends on the binary. Every
 //! member inherits the workspace lints and documents its crate with a `//!` block.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -13,6 +13,7 @@ const SCHEDULER: &str = "ci-intel-scheduler";
 const EXECUTOR: &str = "ci-intel-executor";
 const SANDBOX: &str = "ci-intel-sandbox";
 const CACHE: &str = "ci-intel-cache";
+const INSIGHT: &str = "ci-intel-insight";
 
 /// Normal dependencies each library crate must have on other members, exactly.
 const LIBRARY_EDGES: &[(&str, &[&str])] = &[
@@ -20,6 +21,7 @@ const LIBRARY_EDGES: &[(&str, &[&str])] = &[
     (EXECUTOR, &[SANDBOX, CACHE]),
     (SANDBOX, &[]),
     (CACHE, &[]),
+    (INSIGHT, &[]),
 ];
 
 struct Package {
