@@ -28,6 +28,18 @@ pub(crate) enum Command {
     /// How good the runtime model's predictions have been.
     #[command(subcommand)]
     Predict(PredictCommand),
+    /// Write a self-contained HTML dashboard of past runs (from the run records).
+    Report {
+        /// The HTML file to write.
+        #[arg(long, value_name = "FILE", default_value = "ci-intel-report.html")]
+        out: PathBuf,
+        /// The last N runs.
+        #[arg(long, value_name = "N", default_value_t = 50)]
+        runs: usize,
+        /// The state directory holding `runs.ndjson`.
+        #[arg(long, value_name = "DIR", default_value = ".ci-intel")]
+        state_dir: PathBuf,
+    },
     /// Show which isolation layers this host enforces.
     Doctor {
         /// Print JSON instead of a table.
@@ -87,6 +99,22 @@ pub(crate) struct RunArgs {
     /// Seed for retry jitter (default: random).
     #[arg(long, value_name = "N")]
     pub(crate) seed: Option<u64>,
+    /// Append the run record (one JSON line) to FILE as well as to `runs.ndjson` in the
+    /// state directory. Default: `$CI_INTEL_TELEMETRY`.
+    #[arg(long, value_name = "FILE", env = "CI_INTEL_TELEMETRY")]
+    pub(crate) telemetry: Option<PathBuf>,
+    /// The schema of the --telemetry record: `v1.3` (this project's), or `v1.2` (the
+    /// platform's, when the run has every field it requires; otherwise the run says why
+    /// and writes none).
+    #[arg(long, value_name = "VERSION", default_value = "v1.3", value_parser = ["v1.3", "v1.2"])]
+    pub(crate) telemetry_schema: String,
+    /// Write a JUnit XML report (a test case per step, with its log) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) junit: Option<PathBuf>,
+    /// Price and carbon rates per runner class (TOML, docs/telemetry.md). Default:
+    /// `$CI_INTEL_RATES`, else `rates.toml` in the state directory when it exists.
+    #[arg(long, value_name = "FILE", env = "CI_INTEL_RATES")]
+    pub(crate) rates: Option<PathBuf>,
 }
 
 const EXEC_ABOUT: &str = "Run one command in the sandbox plan steps get, and exit with its status.";

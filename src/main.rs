@@ -10,7 +10,9 @@
 
 mod cli;
 mod exec;
+mod otel;
 mod report;
+mod telemetry;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -122,6 +124,11 @@ fn main() -> ExitCode {
             json,
             state_dir,
         }) => predict::report(&state_dir, plan.as_deref(), runs, json),
+        Command::Report {
+            out,
+            runs,
+            state_dir,
+        } => html_report(&out, runs, &state_dir),
         Command::Doctor { json } => Ok(doctor(json)),
     };
     match result {
@@ -319,6 +326,50 @@ fn plan_graph(
     Ok(Ok(exit::SUCCESS))
 }
 
+/// `ci-intel report`: the HTML dashboard of the last `runs` records.
+fn html_report(out: &Path, runs: usize, state_dir: &Path) -> Outcome {
+    use ci_intel_insight::html;
+    let path = state_dir.join(telemetry::RUNS_FILE);
+    if !path.is_file() {
+        return Ok(Err(Failure::usage(
+            format!("error: no run records at {}", path.display()),
+            Some(
+                "run a plan first (`ci-intel run PLAN`), or point --state-dir at the state directory it used (`.ci-intel` under the plan's root)"
+                    .into(),
+            ),
+        )));
+    }
+    let records =
+        html::read_records(&path, runs).with_context(|| format!("reading {}", path.display()))?;
+    if records.skipped_lines > 0 {
+        tracing::warn!(
+            "{} line(s) of {} are not run records and were left out",
+            records.skipped_lines,
+            path.display()
+        );
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
+    let page = html::render(
+        &records.records,
+        &html::ReportOptions {
+            title: "ci-intel report".into(),
+            runs,
+            generated_at: ci_intel_insight::record::rfc3339_ms(now),
+            skipped_lines: records.skipped_lines,
+        },
+    );
+    std::fs::write(out, page).with_context(|| format!("writing {}", out.display()))?;
+    outln!(
+        "wrote {} ({} run{})",
+        out.display(),
+        records.records.len(),
+        if records.records.len() == 1 { "" } else { "s" }
+    );
+    Ok(Ok(exit::SUCCESS))
+}
+
 fn doctor(json: bool) -> Result<u8, Failure> {
     let posture = Posture::isolated();
     let host = ci_intel_sandbox::probe_host();
@@ -380,7 +431,7 @@ fn run_id() -> String {
         .unwrap_or_default();
     let secs = now.as_secs();
     let (days, rem) = (secs / 86400, secs % 86400);
-    let (y, m, d) = civil_from_days(days as i64);
+    let (y, m, d) = ci_intel_insight::record::civil_from_days(days as i64);
     format!(
         "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z-{}",
         rem / 3600,
@@ -390,20 +441,8 @@ fn run_id() -> String {
     )
 }
 
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's method).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
 fn run(args: RunArgs) -> Outcome {
+    let started_at = std::time::SystemTime::now();
     if let Some(Err(f)) = args.shard.map(shard_cmd::check) {
         return Ok(Err(f));
     }
@@ -528,6 +567,10 @@ fn run(args: RunArgs) -> Outcome {
         }));
     }
 
+    let rates = match load_rates(args.rates.as_deref(), &state_dir) {
+        Ok(r) => r,
+        Err(f) => return Ok(Err(f)),
+    };
     let run_dir = state_dir.join("runs").join(run_id());
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("creating run directory {}", run_dir.display()))?;
@@ -583,7 +626,11 @@ fn run(args: RunArgs) -> Outcome {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let reporter = Arc::new(Reporter::new(selection.len()));
+    let github = telemetry::github_actions();
+    let reporter = Arc::new(Reporter::new(
+        selection.len(),
+        github.then_some(args.live_output),
+    ));
     let interrupt = CancelSource::new();
     let report = runtime.block_on(async {
         // Handlers are in place before the first step starts.
@@ -644,9 +691,54 @@ fn run(args: RunArgs) -> Outcome {
         tracing::info!("killed {swept} leftover process(es) that had left their step's group");
     }
     let report = report.context("running the plan")?;
-    if let (false, Some(history)) = (args.dry_run, &history) {
-        predict::record(&plan, &report, history, &learned, &state_dir);
-    }
+    let code = if report.interrupted {
+        exit::INTERRUPTED
+    } else if report.success() {
+        exit::SUCCESS
+    } else {
+        exit::STEP_FAILED
+    };
+    let record = (!args.dry_run).then(|| {
+        let predictions = predict::record(&plan, &report, history.as_ref(), &learned, &state_dir);
+        let run_id = telemetry::new_run_id();
+        let status = telemetry::run_status(&report).as_str();
+        let traceparent = if otel::enabled() {
+            let span = otel::RunSpan {
+                plan: &plan.name,
+                run_id: &run_id,
+                started_at,
+                status,
+            };
+            otel::export(&span, &report)
+        } else {
+            otel::incoming_traceparent()
+        };
+        let cx = telemetry::Context {
+            plan: &plan,
+            plan_arg: &args.plan,
+            run_id,
+            started_at,
+            exit_code: code,
+            runner_class: &learned.runner_class,
+            commit: learned.commit(),
+            predictions,
+            rates,
+            no_sandbox: args.no_sandbox,
+            traceparent,
+        };
+        let record = telemetry::build(&cx, &report);
+        telemetry::write(
+            &record,
+            &report,
+            &telemetry::Outputs {
+                state_dir: &state_dir,
+                telemetry: args.telemetry.as_deref(),
+                v1_2: args.telemetry_schema == "v1.2",
+                junit: args.junit.as_deref(),
+            },
+        );
+        record
+    });
 
     out!("{}", report::summary(&report, &run_dir));
     if let Some(off) = report::unsandboxed(&plan, &selection, args.no_sandbox) {
@@ -676,6 +768,16 @@ fn run(args: RunArgs) -> Outcome {
                     o.log_path.display(),
                     tail
                 );
+                for c in record
+                    .iter()
+                    .filter_map(|rec| rec.autopsy.as_ref())
+                    .flat_map(|a| &a.root_causes)
+                    .filter(|c| c.job.as_deref() == Some(r.id.as_str()))
+                    // "It exited 3" says nothing the excerpt did not.
+                    .filter(|c| c.rule.as_deref() != Some(ci_intel_insight::autopsy::GENERIC_RULE))
+                {
+                    out!("{}", report::finding(c));
+                }
                 outln!(
                     "rerun it alone: ci-intel run {} --step {}",
                     args.plan.display(),
@@ -684,14 +786,38 @@ fn run(args: RunArgs) -> Outcome {
             }
         }
     }
+    if github {
+        for line in record
+            .iter()
+            .flat_map(ci_intel_insight::github::annotations)
+        {
+            outln!("{line}");
+        }
+    }
     drop(watchdog);
-    Ok(Ok(if report.interrupted {
-        exit::INTERRUPTED
-    } else if report.success() {
-        exit::SUCCESS
-    } else {
-        exit::STEP_FAILED
-    }))
+    Ok(Ok(code))
+}
+
+/// The rates file: `--rates`/`$CI_INTEL_RATES`, else the state directory's `rates.toml`
+/// when there is one. One that is given but unusable is a usage error before anything runs.
+fn load_rates(
+    given: Option<&Path>,
+    state_dir: &Path,
+) -> Result<Option<ci_intel_insight::rates::Rates>, Failure> {
+    let default = state_dir.join("rates.toml");
+    let path = match given {
+        Some(p) => p.to_path_buf(),
+        None if default.is_file() => default,
+        None => return Ok(None),
+    };
+    ci_intel_insight::rates::Rates::load(&path)
+        .map(Some)
+        .map_err(|e| {
+            Failure::usage(
+                format!("error: {}", ci_intel_cache::error_chain(&e)),
+                Some("see docs/telemetry.md#cost-and-carbon for the rates file's format".into()),
+            )
+        })
 }
 
 type SignalStreams = Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>;

@@ -216,15 +216,16 @@ fn changed_since(root: &Path, commit: &str) -> Option<Vec<String>> {
     )
 }
 
-/// Records the run in the history, each step with what the model predicted for it. A
-/// history that cannot be written costs a warning, never the run.
+/// Records the run in the history (when there is one), each step with what the model
+/// predicted for it, and returns those predictions for the run record. A history that
+/// cannot be written costs a warning, never the run.
 pub(crate) fn record(
     plan: &Plan,
     report: &RunReport,
-    history: &History,
+    history: Option<&History>,
     learned: &Learned,
     state_dir: &Path,
-) {
+) -> Vec<(String, RecordedPrediction)> {
     let unix_ms = |t: std::time::SystemTime| {
         t.duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -272,12 +273,23 @@ pub(crate) fn record(
         git_commit: learned.commit.clone(),
         steps,
     };
-    if let Err(e) = history.record(&run) {
+    if let Some(Err(e)) = history.map(|h| h.record(&run)) {
         tracing::warn!(
             "run history {} not recorded: {}",
             state_dir.join("history.db").display(),
             ci_intel_cache::error_chain(&e)
         );
+    }
+    run.steps
+        .into_iter()
+        .filter_map(|s| Some((s.step, s.predicted?)))
+        .collect()
+}
+
+impl Learned {
+    /// The commit the plan's root is at, once [`Learned::measure_changes`] asked git.
+    pub(crate) fn commit(&self) -> Option<&str> {
+        self.commit.as_deref()
     }
 }
 

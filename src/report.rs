@@ -14,14 +14,19 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// Without a terminal, event lines are buffered until the dispatch loop waits
 /// ([`Observer::flush`]), so a burst of events costs one write; a step's output line is
 /// written at once, with whatever events precede it.
+///
+/// On GitHub Actions (`replay`), steps' output is not interleaved live: each step's log is
+/// replayed when it ends, inside a `::group::` the log viewer folds.
 pub(crate) struct Reporter {
     bar: Option<ProgressBar>,
     running: Mutex<Vec<String>>,
     pending: Mutex<Vec<u8>>,
+    /// Replay each finished step's log (at most this many bytes of its end) in a group.
+    replay: Option<u64>,
 }
 
 impl Reporter {
-    pub(crate) fn new(total: usize) -> Reporter {
+    pub(crate) fn new(total: usize, replay: Option<u64>) -> Reporter {
         let bar = std::io::stdout().is_terminal().then(|| {
             // Draw where the live lines go: stdout is the terminal we checked.
             let bar = ProgressBar::with_draw_target(
@@ -39,7 +44,29 @@ impl Reporter {
             bar,
             running: Mutex::new(Vec::new()),
             pending: Mutex::new(Vec::new()),
+            replay,
         }
+    }
+
+    /// A finished step's log inside a workflow-command group.
+    fn replay_log(&self, title: &str, log: &Path, limit: u64) {
+        let text = crate::telemetry::read_tail(log, limit);
+        let len = std::fs::metadata(log).map_or(0, |m| m.len());
+        let mut block = ci_intel_insight::github::group(title);
+        block.push('\n');
+        if len > limit {
+            block.push_str(&format!(
+                "(the first {} bytes are in {})\n",
+                len - limit,
+                log.display()
+            ));
+        }
+        block.push_str(&text);
+        if !text.is_empty() && !text.ends_with('\n') {
+            block.push('\n');
+        }
+        block.push_str("::endgroup::");
+        self.println(&block, true);
     }
 
     /// Prints one line; `now` writes it (and anything buffered) at once.
@@ -167,7 +194,12 @@ impl Observer for Reporter {
                         )
                     }
                 };
-                self.println_event(&line);
+                match (self.replay, &result.outcome) {
+                    (Some(limit), Some(o)) => {
+                        self.replay_log(line.trim_start(), &o.log_path, limit)
+                    }
+                    _ => self.println_event(&line),
+                }
             }
             Event::Stopping { reason } => self.println_event(&format!("      STOP {reason}")),
         }
@@ -176,6 +208,9 @@ impl Observer for Reporter {
 
 impl OutputSink for Reporter {
     fn line(&self, step: &str, line: &[u8]) {
+        if self.replay.is_some() {
+            return;
+        }
         self.println(&format!("[{step}] {}", String::from_utf8_lossy(line)), true);
     }
 }
@@ -258,4 +293,18 @@ pub(crate) fn tail(path: &Path, n: usize) -> String {
     let text = String::from_utf8_lossy(&buf);
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// One autopsy finding under a failed step's excerpt.
+pub(crate) fn finding(c: &ci_intel_insight::record::RootCause) -> String {
+    let place = match (&c.file, c.line) {
+        (Some(f), Some(l)) => format!(" at {f}:{l}"),
+        (Some(f), None) => format!(" at {f}"),
+        _ => String::new(),
+    };
+    let mut s = format!("why: {}{place}\n  fix: {}\n", c.pattern, c.suggestion);
+    if let Some(d) = &c.docs_uri {
+        s.push_str(&format!("  docs: {d}\n"));
+    }
+    s
 }

@@ -796,3 +796,22 @@ fn cache_hash_prints_blake3_digests_as_b3sum_does() {
         missing.shown
     );
 }
+
+#[test]
+fn report_without_run_records_says_how_to_get_some() {
+    let w = Workdir::new();
+    let run = w.run(&["report", "--out", "r.html"]);
+    assert_eq!(run.code, Some(2), "{}", run.shown);
+    assert!(!w.path().join("r.html").exists());
+    assert_snapshot!(run.shown);
+}
+
+#[test]
+fn an_invalid_rates_file_stops_the_run_before_it_starts() {
+    let w = Workdir::with_plan(DIAMOND);
+    w.write("rates.toml", "[class.\"*\"]\nusd_per_minute = \"cheap\"\n");
+    let run = w.run(&["run", "plan.toml", "--rates", "rates.toml"]);
+    assert_eq!(run.code, Some(2), "{}", run.shown);
+    assert!(!w.path().join(".ci-intel/runs").exists(), "nothing ran");
+    assert_snapshot!(run.shown);
+}

@@ -1,4 +1,7 @@
-//! The project's real plan files: every one is valid, and the demo plan runs green.
+//! The project's real plan files: every one is valid, and the demo plan runs green and
+//! leaves its evidence: a valid run record, JUnit XML, and a report.
+#[path = "support/records.rs"]
+mod records;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -87,12 +90,38 @@ fn the_demo_plan_runs_green() {
         state.path().as_os_str(),
         "--cache-dir".as_ref(),
         state.path().join("cache").as_os_str(),
+        "--junit".as_ref(),
+        state.path().join("junit.xml").as_os_str(),
     ]);
     assert_eq!(
         out.status.code(),
         Some(0),
         "the demo failed:\n{}",
         show(&out)
+    );
+    let recorded = records::read_valid(&state.path().join("runs.ndjson"));
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0]["status"], "success");
+    let junit = std::fs::read_to_string(state.path().join("junit.xml")).unwrap();
+    let doc = roxmltree::Document::parse(&junit).unwrap();
+    let cases = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("testcase"))
+        .count();
+    assert_eq!(cases, step_ids(&plan).len(), "{junit}");
+    let page = state.path().join("report.html");
+    let report = ci_intel(&[
+        "report".as_ref(),
+        "--state-dir".as_ref(),
+        state.path().as_os_str(),
+        "--out".as_ref(),
+        page.as_os_str(),
+    ]);
+    assert_eq!(report.status.code(), Some(0), "{}", show(&report));
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        html.contains("id=\"health\"") && html.contains("demo"),
+        "{html}"
     );
 
     let runs: Vec<PathBuf> = std::fs::read_dir(state.path().join("runs"))
