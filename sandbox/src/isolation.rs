@@ -123,6 +123,7 @@ pub struct Isolation {
     pub(crate) tmpfs: Vec<PathBuf>,
     pub(crate) network: NetworkMode,
     pub(crate) limits: Limits,
+    pub(crate) hostname: String,
 }
 
 /// Builds an [`Isolation`]. The network mode must be chosen before [`build`]: there is no
@@ -145,6 +146,7 @@ impl Isolation {
                 tmpfs: Vec::new(),
                 network: NetworkMode::Deny,
                 limits: Limits::default(),
+                hostname: HOSTNAME.to_string(),
             },
             state: PhantomData,
         }
@@ -168,7 +170,7 @@ impl Isolation {
             ("HOME", HOME.to_string()),
             ("USER", "ci".to_string()),
             ("LOGNAME", "ci".to_string()),
-            ("HOSTNAME", HOSTNAME.to_string()),
+            ("HOSTNAME", self.hostname.clone()),
         ];
         if self.network == NetworkMode::Proxy {
             let url = format!("http://127.0.0.1:{PROXY_PORT}");
@@ -226,6 +228,18 @@ impl<N> IsolationBuilder<N> {
     #[must_use]
     pub fn limits(mut self, limits: Limits) -> Self {
         self.inner.limits = limits;
+        self
+    }
+
+    /// The hostname inside (default [`HOSTNAME`]): a determinism check's second run uses
+    /// another, to show a step's outputs do not depend on it. A name the kernel would
+    /// refuse (empty, over 64 bytes, a NUL) is replaced by the default.
+    #[must_use]
+    pub fn hostname(mut self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        if !name.is_empty() && name.len() <= 64 && !name.contains('\0') {
+            self.inner.hostname = name;
+        }
         self
     }
 }
@@ -368,10 +382,11 @@ impl Layout {
             (
                 "/etc/hosts",
                 format!(
-                    "127.0.0.1\tlocalhost {HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                    "127.0.0.1\tlocalhost {}\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+                    isolation.hostname
                 ),
             ),
-            ("/etc/hostname", format!("{HOSTNAME}\n")),
+            ("/etc/hostname", format!("{}\n", isolation.hostname)),
         ];
         for (path, contents) in files {
             entries.push(Entry::File {

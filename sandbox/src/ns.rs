@@ -15,9 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use crate::cgroup::StepCgroup;
-use crate::isolation::{
-    DEVICES, Entry, HOSTNAME, Isolation, Layout, NetworkMode, PROXY_PORT, SANDBOX_UID,
-};
+use crate::isolation::{DEVICES, Entry, Isolation, Layout, NetworkMode, PROXY_PORT, SANDBOX_UID};
 use crate::landlock::{self, IOCTL_DEV, READ_DIR, READ_FILE, READ_ONLY, Ruleset, WRITE_FILE};
 use crate::seccomp::{self, Filters};
 
@@ -514,7 +512,7 @@ impl Prepared {
             tree_fds: vec![-1; binds],
             ruleset,
             seccomp: filters.fprogs(),
-            hostname: cstr(HOSTNAME.as_bytes()),
+            hostname: cstr(isolation.hostname.as_bytes()),
             network: isolation.network,
             rlimits: [
                 (libc::RLIMIT_NOFILE, limits.nofile),

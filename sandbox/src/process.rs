@@ -201,7 +201,9 @@ pub fn spawn_stdio(
 ) -> Result<Child, SpawnError> {
     let (program, args) = argv.split_first().ok_or(SpawnError::EmptyCommand)?;
     let program_name = program.to_string_lossy().into_owned();
-    if !policy.cwd.is_dir() {
+    // An isolated process's working directory is made in its own root when nothing
+    // binds it there.
+    if policy.isolation.is_none() && !policy.cwd.is_dir() {
         return Err(SpawnError::MissingCwd {
             path: policy.cwd.clone(),
         });
