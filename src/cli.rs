@@ -28,6 +28,9 @@ pub(crate) enum Command {
     /// How good the runtime model's predictions have been.
     #[command(subcommand)]
     Predict(PredictCommand),
+    /// Prove steps reproducible: run them twice with variations and compare the outputs.
+    #[command(subcommand)]
+    Determinism(DeterminismCommand),
     /// Write a self-contained HTML dashboard of past runs (from the run records).
     Report {
         /// The HTML file to write.
@@ -108,6 +111,12 @@ pub(crate) struct RunArgs {
     /// and writes none).
     #[arg(long, value_name = "VERSION", default_value = "v1.3", value_parser = ["v1.3", "v1.2"])]
     pub(crate) telemetry_schema: String,
+    /// Run every cacheable step with outputs twice, the second time in another sandbox with
+    /// variations that must not matter (build path, hostname, clock, CPUs, ASLR, HOME,
+    /// PATH, host locale and zone), and compare the outputs; a difference fails the step
+    /// (`=warn`: reports it only). Steps are run, not restored from the cache.
+    #[arg(long, value_name = "POLICY", num_args = 0..=1, require_equals = true, default_missing_value = "fail", value_parser = ["fail", "warn"])]
+    pub(crate) verify_determinism: Option<String>,
     /// Write a JUnit XML report (a test case per step, with its log) to FILE.
     #[arg(long, value_name = "FILE")]
     pub(crate) junit: Option<PathBuf>,
@@ -294,6 +303,14 @@ pub(crate) enum PlanCommand {
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DeterminismCommand {
+    /// Run the plan's cacheable steps with outputs (or those given with --step, and what
+    /// they need) twice, the second time with variations that must not matter, and compare
+    /// the outputs: `run PLAN --verify-determinism` (every option of `run` applies).
+    Check(RunArgs),
 }
 
 #[derive(Debug, Subcommand)]

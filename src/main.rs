@@ -21,7 +21,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use ci_intel_executor::{
     CancelLevel, CancelSource, DryRun, FixedEnv, Posture, ProcessExecutor, ProcessExecutorConfig,
-    Watchdog,
+    VerifyPolicy, Watchdog,
 };
 use ci_intel_scheduler::{
     DispatchOptions, DurationEstimator, LoadError, Plan, Selection, SelectionError,
@@ -30,7 +30,8 @@ use ci_intel_scheduler::{
 use clap::Parser;
 
 use crate::cli::{
-    CacheCommand, Cli, Command, ExecCli, GraphFormat, PlanCommand, PredictCommand, RunArgs,
+    CacheCommand, Cli, Command, DeterminismCommand, ExecCli, GraphFormat, PlanCommand,
+    PredictCommand, RunArgs,
 };
 use crate::report::Reporter;
 
@@ -103,6 +104,10 @@ fn main() -> ExitCode {
     }
     let result = match command {
         Command::Run(args) => run(args),
+        Command::Determinism(DeterminismCommand::Check(mut args)) => {
+            args.verify_determinism.get_or_insert_with(|| "fail".into());
+            run(args)
+        }
         Command::Plan(PlanCommand::Check { plan }) => plan_check(&plan),
         Command::Plan(PlanCommand::Graph {
             plan,
@@ -589,6 +594,10 @@ fn run(args: RunArgs) -> Outcome {
         state_dir: state_dir
             .canonicalize()
             .unwrap_or_else(|_| state_dir.clone()),
+        verify_determinism: args.verify_determinism.as_deref().map(|p| match p {
+            "warn" => VerifyPolicy::Warn,
+            _ => VerifyPolicy::Fail,
+        }),
     };
 
     let cache = if args.dry_run || args.no_cache {

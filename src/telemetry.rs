@@ -154,6 +154,7 @@ pub(crate) fn build(cx: &Context<'_>, report: &RunReport) -> RunRecord {
     let mut sandbox = Vec::new();
     let mut root_causes = Vec::new();
     let mut isolated_posture = None;
+    let mut determinism = Vec::new();
     for r in &report.results {
         let step = &plan.steps[r.index];
         let o = r.outcome.as_ref().filter(|_| r.attempts > 0);
@@ -207,6 +208,22 @@ pub(crate) fn build(cx: &Context<'_>, report: &RunReport) -> RunRecord {
                 key: o.action_key.clone().filter(|_| result != "uncacheable"),
                 namespace,
                 reason,
+            });
+        }
+        if let Some(d) = &o.determinism {
+            determinism.push(rec::DeterminismVerdict {
+                job: r.id.clone(),
+                verdict: if d.reproducible {
+                    "reproducible"
+                } else {
+                    "drift"
+                }
+                .into(),
+                variations: d.variations.iter().map(|v| (*v).to_string()).collect(),
+                differing_files: (!d.reproducible).then_some(d.differing_files as u64),
+                cause: (!d.causes.is_empty()).then(|| d.causes.join(", ")),
+                report_digest: d.report_digest.clone(),
+                report_path: d.report_path.as_ref().map(|p| p.display().to_string()),
             });
         }
         egress.extend(o.egress.iter().map(|e| rec::EgressDecision {
@@ -345,7 +362,7 @@ pub(crate) fn build(cx: &Context<'_>, report: &RunReport) -> RunRecord {
         cache_events,
         egress,
         sandbox,
-        determinism: Vec::new(),
+        determinism,
         prediction,
         other: serde_json::Map::new(),
     }

@@ -1,8 +1,9 @@
 //! The workspace's layering, checked against `cargo metadata`.
 //!
-//! Allowed internal dependencies: scheduler → executor; executor → sandbox, cache; the
-//! binary → any. sandbox, cache and insight are leaves, and nothing depends on the binary. Every
-//! member inherits the workspace lints and documents its crate with a `//!` block.
+//! Allowed internal dependencies: scheduler → executor; executor → sandbox, cache, repro;
+//! the binary → any. sandbox, cache, insight and repro are leaves, and nothing depends on
+//! the binary. Every member inherits the workspace lints and documents its crate with a
+//! `//!` block.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -14,14 +15,16 @@ const EXECUTOR: &str = "ci-intel-executor";
 const SANDBOX: &str = "ci-intel-sandbox";
 const CACHE: &str = "ci-intel-cache";
 const INSIGHT: &str = "ci-intel-insight";
+const REPRO: &str = "ci-intel-repro";
 
 /// Normal dependencies each library crate must have on other members, exactly.
 const LIBRARY_EDGES: &[(&str, &[&str])] = &[
     (SCHEDULER, &[EXECUTOR]),
-    (EXECUTOR, &[SANDBOX, CACHE]),
+    (EXECUTOR, &[SANDBOX, CACHE, REPRO]),
     (SANDBOX, &[]),
     (CACHE, &[]),
     (INSIGHT, &[]),
+    (REPRO, &[]),
 ];
 
 struct Package {
@@ -155,8 +158,8 @@ fn internal_dependency_edges_are_exactly_the_allowed_ones() {
     let violations = layering_violations(&packages);
     assert!(
         violations.is_empty(),
-        "{}\nallowed: scheduler -> executor; executor -> sandbox, cache; the binary -> any; \
-         sandbox and cache are leaves; nothing depends on the binary",
+        "{}\nallowed: scheduler -> executor; executor -> sandbox, cache, repro; the binary -> \
+         any; sandbox, cache, insight and repro are leaves; nothing depends on the binary",
         violations.join("\n")
     );
 }
@@ -175,9 +178,13 @@ fn the_layering_check_names_each_forbidden_edge() {
     let packages = [
         pkg(BINARY, &[(SCHEDULER, "normal"), (SANDBOX, "normal")]),
         pkg(SCHEDULER, &[(EXECUTOR, "normal"), (SANDBOX, "dev")]),
-        pkg(EXECUTOR, &[(SANDBOX, "normal"), ("libc", "normal")]),
+        pkg(
+            EXECUTOR,
+            &[(SANDBOX, "normal"), (REPRO, "normal"), ("libc", "normal")],
+        ),
         pkg(SANDBOX, &[(BINARY, "dev")]),
         pkg(CACHE, &[]),
+        pkg(REPRO, &[]),
     ];
     assert_eq!(
         layering_violations(&packages),

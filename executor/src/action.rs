@@ -58,6 +58,152 @@ pub struct Action {
     pub cache: bool,
     /// Programs whose bytes enter the action key, by name on the step's `PATH` or by path.
     pub tools: Vec<String>,
+    /// Check that the outputs are reproducible: after a clean run, run the step again in a
+    /// separate sandbox with [`Variations::ALL`] applied and compare the outputs (a
+    /// sandboxed step with outputs only).
+    pub verify: Option<VerifyPolicy>,
+    /// This attempt is a determinism check's rerun: apply these variations, store nothing,
+    /// and leave the outputs in the staging directory instead of collecting them.
+    pub variations: Option<Variations>,
+}
+
+/// What a drifting step's determinism check does to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VerifyPolicy {
+    /// The step fails (`deterministic = true`, `--verify-determinism`).
+    Fail,
+    /// The step keeps its result; the drift is reported (`--verify-determinism=warn`).
+    Warn,
+}
+
+/// What a determinism check's second run changes, each something the outputs must not
+/// depend on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Variations {
+    /// The workspace is seen at another path.
+    pub build_path: bool,
+    /// Another hostname.
+    pub hostname: bool,
+    /// The clock three days ahead (libfaketime, when installed).
+    pub time: bool,
+    /// One CPU (affinity), where the first run had all.
+    pub num_cpus: bool,
+    /// Address-space randomisation off (personality).
+    pub aslr: bool,
+    /// Another `$HOME`.
+    pub home: bool,
+    /// An extra, empty `PATH` entry first.
+    pub path: bool,
+    /// The host's `TZ`, `LANG` and `LC_*` changed (they reach a step only if it passes
+    /// them through: the fixed set should hold).
+    pub host_env: bool,
+}
+
+impl Variations {
+    /// The names, in the order they are listed.
+    pub const NAMES: [&'static str; 8] = [
+        "build_path",
+        "hostname",
+        "time",
+        "num_cpus",
+        "aslr",
+        "home",
+        "path",
+        "host_env",
+    ];
+
+    /// Every variation.
+    pub const ALL: Variations = Variations {
+        build_path: true,
+        hostname: true,
+        time: true,
+        num_cpus: true,
+        aslr: true,
+        home: true,
+        path: true,
+        host_env: true,
+    };
+
+    /// Only the one named (for finding which variation causes a drift).
+    pub fn only(name: &str) -> Variations {
+        let mut v = Variations::default();
+        v.set(name, true);
+        v
+    }
+
+    /// Turns the named variation on or off.
+    pub fn set(&mut self, name: &str, on: bool) {
+        match name {
+            "build_path" => self.build_path = on,
+            "hostname" => self.hostname = on,
+            "time" => self.time = on,
+            "num_cpus" => self.num_cpus = on,
+            "aslr" => self.aslr = on,
+            "home" => self.home = on,
+            "path" => self.path = on,
+            "host_env" => self.host_env = on,
+            _ => {}
+        }
+    }
+
+    /// The names of those that are on.
+    pub fn names(&self) -> Vec<&'static str> {
+        let on = [
+            self.build_path,
+            self.hostname,
+            self.time,
+            self.num_cpus,
+            self.aslr,
+            self.home,
+            self.path,
+            self.host_env,
+        ];
+        Self::NAMES
+            .iter()
+            .zip(on)
+            .filter_map(|(n, on)| on.then_some(*n))
+            .collect()
+    }
+}
+
+/// The verdict of a determinism check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeterminismCheck {
+    /// Whether the two runs' outputs were equal.
+    pub reproducible: bool,
+    /// The variations the second run had.
+    pub variations: Vec<&'static str>,
+    /// Variations that could not be applied on this host, with why.
+    pub not_applied: Vec<(&'static str, String)>,
+    /// Files that differ (or exist on one side only).
+    pub differing_files: usize,
+    /// The variations found to cause the drift, each rerun alone.
+    pub causes: Vec<&'static str>,
+    /// What the drift report's hints point at.
+    pub hinted: Vec<String>,
+    /// The drift report (text), beside the step's log.
+    pub report_path: Option<PathBuf>,
+    /// BLAKE3 of the drift report.
+    pub report_digest: Option<String>,
+}
+
+impl DeterminismCheck {
+    /// What a person reads first: `2 files differ, caused by hostname`.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "{} {}",
+            self.differing_files,
+            if self.differing_files == 1 {
+                "file differs"
+            } else {
+                "files differ"
+            }
+        );
+        if !self.causes.is_empty() {
+            s.push_str(&format!(", caused by {}", self.causes.join(", ")));
+        }
+        s
+    }
 }
 
 /// What the runtime secret sweep does with a finding.
@@ -105,6 +251,9 @@ pub struct ActionSandbox {
     pub limits: ci_intel_sandbox::Limits,
     /// Where this attempt's outputs are staged before they are collected.
     pub staging: PathBuf,
+    /// Archive normalisers applied to the collected outputs before they are stored
+    /// (`zip`, `jar`, `tar`, `gzip`, `ar`).
+    pub normalize: Vec<String>,
 }
 
 /// The variables every step gets, whatever the plan says, unless the plan overrides them.
@@ -223,6 +372,8 @@ pub struct Outcome {
     pub phases: Vec<Phase>,
     /// Whether the attempt ran in the sandbox (a cache hit ran nothing).
     pub sandboxed: bool,
+    /// The determinism check, when one was asked for and the step ran.
+    pub determinism: Option<DeterminismCheck>,
 }
 
 /// What the cache did for an attempt.
@@ -294,6 +445,7 @@ impl Outcome {
             egress: Vec::new(),
             phases: Vec::new(),
             sandboxed: false,
+            determinism: None,
         }
     }
 }

@@ -28,8 +28,8 @@ mod secrets;
 mod workspace;
 
 pub use action::{
-    Action, ActionSandbox, CacheEvent, FixedEnv, InputStats, NetworkAccess, Outcome, Phase,
-    Program, SecretScan, Status,
+    Action, ActionSandbox, CacheEvent, DeterminismCheck, FixedEnv, InputStats, NetworkAccess,
+    Outcome, Phase, Program, SecretScan, Status, Variations, VerifyPolicy,
 };
 pub use cancel::{Cancel, CancelLevel, CancelSource};
 pub use output::{OutputSink, Redactor};

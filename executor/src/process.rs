@@ -20,7 +20,8 @@ use tokio::time::sleep_until;
 use std::path::PathBuf;
 
 use crate::action::{
-    Action, ActionSandbox, CacheEvent, FixedEnv, NetworkAccess, Outcome, Phase, SecretScan, Status,
+    Action, ActionSandbox, CacheEvent, DeterminismCheck, FixedEnv, NetworkAccess, Outcome, Phase,
+    SecretScan, Status, Variations, VerifyPolicy,
 };
 use crate::cache;
 use crate::cancel::{Cancel, CancelLevel};
@@ -115,8 +116,18 @@ impl ProcessExecutor {
         for (k, v) in &action.env {
             env.insert(k.clone(), v.into());
         }
+        let varied = action.variations.as_ref();
         for name in &action.pass_env {
-            if let Some(v) = std::env::var_os(name) {
+            // A determinism check's rerun sees another host zone and locale, where the
+            // plan passes them through.
+            let host = match varied
+                .filter(|v| v.host_env)
+                .and_then(|_| host_variation(name))
+            {
+                Some(v) => Some(v.into()),
+                None => std::env::var_os(name),
+            };
+            if let Some(v) = host {
                 env.insert(name.clone(), v);
             }
         }
@@ -130,11 +141,67 @@ impl ProcessExecutor {
                 None => return Err(format!("secret {name} is not set in the environment")),
             }
         }
-        let policy = env
-            .iter()
-            .fold(Policy::new(&action.cwd), |p, (k, v)| p.env(k, v));
+        let cwd = match varied {
+            Some(v) if v.build_path && action.sandbox.is_some() => moved_root(&action.cwd),
+            _ => action.cwd.clone(),
+        };
+        let policy = env.iter().fold(Policy::new(cwd), |p, (k, v)| p.env(k, v));
         Ok((policy, secrets, env))
     }
+}
+
+/// The host value a determinism check's rerun gives a passed-through zone or locale
+/// variable: far from UTC and from `C`, so output that depends on them shows.
+fn host_variation(name: &str) -> Option<&'static str> {
+    match name {
+        "TZ" => Some("Pacific/Chatham"),
+        "LANG" | "LANGUAGE" => Some("fr_FR.UTF-8"),
+        n if n.starts_with("LC_") => Some("fr_FR.UTF-8"),
+        _ => None,
+    }
+}
+
+/// A rerun's variations that live in its environment (`HOME`, `PATH`, the clock), applied
+/// over the policy and the environment.
+fn vary_env(policy: Policy, env: &mut Env, v: &Variations) -> Policy {
+    let mut changes: Vec<(&str, String)> = Vec::new();
+    if v.home {
+        // Another existing, writable directory.
+        changes.push(("HOME", "/tmp".into()));
+    }
+    if v.path {
+        let path = env
+            .get("PATH")
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        changes.push(("PATH", format!("/ci-intel-verify/bin:{path}")));
+    }
+    if let (true, Some(lib)) = (
+        v.time,
+        FAKETIME_LIBS.iter().find(|l| Path::new(l).is_file()),
+    ) {
+        changes.push(("LD_PRELOAD", (*lib).to_string()));
+        changes.push(("FAKETIME", "+3d".into()));
+    }
+    for (k, val) in &changes {
+        env.insert((*k).to_string(), val.into());
+    }
+    changes
+        .into_iter()
+        .fold(policy, |p, (k, val)| p.env(k, val))
+}
+
+/// A rerun's variations that wrap its command: one CPU, no address-space randomisation.
+fn vary_argv(argv: Vec<OsString>, v: &Variations) -> Vec<OsString> {
+    let mut wrapped: Vec<OsString> = Vec::new();
+    if v.num_cpus && not_applicable("num_cpus").is_none() {
+        wrapped.extend(["taskset", "-c", "0"].map(OsString::from));
+    }
+    if v.aslr && not_applicable("aslr").is_none() {
+        wrapped.extend(["setarch", "-R"].map(OsString::from));
+    }
+    wrapped.extend(argv);
+    wrapped
 }
 
 /// A restored entry.
@@ -296,6 +363,219 @@ fn quarantine_event(q: &ci_intel_cache::store::Quarantine) -> CacheEvent {
     }
 }
 
+/// Where a determinism check's rerun sees the workspace (`build_path`): another absolute
+/// path, ending in the root's own name.
+fn moved_root(root: &Path) -> PathBuf {
+    Path::new("/ci-intel-verify/elsewhere")
+        .join(root.file_name().unwrap_or_else(|| "root".as_ref()))
+}
+
+/// The hostname of a determinism check's rerun.
+const VERIFY_HOSTNAME: &str = "ci-intel-verify";
+
+/// libfaketime's preload library, where Debian's `libfaketime` installs it.
+const FAKETIME_LIBS: [&str; 2] = [
+    "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+    "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+];
+
+/// Why a variation cannot be applied on this host, if it cannot.
+fn not_applicable(name: &str) -> Option<String> {
+    let tool = |t: &str| {
+        ["/usr/bin", "/bin"]
+            .iter()
+            .any(|d| Path::new(d).join(t).is_file())
+    };
+    match name {
+        "time" if !FAKETIME_LIBS.iter().any(|l| Path::new(l).is_file()) => {
+            Some("libfaketime is not installed (apt-get install libfaketime)".into())
+        }
+        "num_cpus" if !tool("taskset") => Some("taskset (util-linux) is not installed".into()),
+        "num_cpus" if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 => {
+            Some("the host has one CPU".into())
+        }
+        "aslr" if !tool("setarch") => Some("setarch (util-linux) is not installed".into()),
+        _ => None,
+    }
+}
+
+impl ProcessExecutor {
+    /// Runs `action` again in a separate sandbox with variations that must not matter,
+    /// and compares its outputs with the first run's, still staged in `first`. On drift,
+    /// when the step is quick enough, reruns it with one variation at a time to find
+    /// which cause it. The drift report goes beside the step's log.
+    async fn check_determinism(
+        &self,
+        action: &Action,
+        sb: &ActionSandbox,
+        first: &Path,
+        cancel: &Cancel,
+        out: &mut OutputProcessor<'_>,
+    ) -> Result<DeterminismCheck, ExecuteError> {
+        let log_err = |source| ExecuteError::Log {
+            path: action.log_path.clone(),
+            source,
+        };
+        let mut all = Variations::ALL;
+        let mut not_applied = Vec::new();
+        for name in Variations::NAMES {
+            if let Some(why) = not_applicable(name) {
+                all.set(name, false);
+                not_applied.push((name, why));
+            }
+        }
+        let started = Instant::now();
+        out.note(&format!(
+            "determinism check: running again with {}",
+            all.names().join(", ")
+        ))
+        .map_err(log_err)?;
+        for (name, why) in &not_applied {
+            out.note(&format!("determinism check: {name} not varied: {why}"))
+                .map_err(log_err)?;
+        }
+        let (second, report) = self
+            .rerun(action, sb, first, &all, "verify", cancel)
+            .await?;
+        let Some(report) = report else {
+            let message = format!(
+                "determinism check: the second run did not succeed ({}); see {}",
+                second.message.as_deref().unwrap_or(second.status.as_str()),
+                second.log_path.display()
+            );
+            out.note(&message).map_err(log_err)?;
+            return Ok(DeterminismCheck {
+                reproducible: false,
+                variations: all.names(),
+                not_applied,
+                differing_files: 0,
+                causes: Vec::new(),
+                hinted: vec!["the second run failed".into()],
+                report_path: Some(second.log_path),
+                report_digest: None,
+            });
+        };
+        let mut check = DeterminismCheck {
+            reproducible: report.identical,
+            variations: all.names(),
+            not_applied,
+            differing_files: report.files.len(),
+            causes: Vec::new(),
+            hinted: report.causes().iter().map(|c| (*c).to_string()).collect(),
+            report_path: None,
+            report_digest: None,
+        };
+        if report.identical {
+            out.note("determinism check: the outputs are identical")
+                .map_err(log_err)?;
+            return Ok(check);
+        }
+        // One variation at a time, when the step is quick enough to run that often; first
+        // none at all: output that differs from run to run (random bytes, the time, a race)
+        // is no single variation's doing.
+        if started.elapsed() <= ISOLATE_CAUSES_WITHIN {
+            let (_, control) = self
+                .rerun(action, sb, first, &Variations::default(), "control", cancel)
+                .await?;
+            if control.is_some_and(|r| !r.identical) {
+                check.causes.push(RUN_TO_RUN);
+            }
+        }
+        if started.elapsed() <= ISOLATE_CAUSES_WITHIN && check.causes.is_empty() {
+            for name in all.names() {
+                let (_, alone) = self
+                    .rerun(action, sb, first, &Variations::only(name), name, cancel)
+                    .await?;
+                if alone.is_some_and(|r| !r.identical) {
+                    check.causes.push(name);
+                }
+            }
+        }
+        let text = report.render_text();
+        let path = action.log_path.with_extension("drift.txt");
+        std::fs::write(&path, &text).map_err(|source| ExecuteError::Log {
+            path: path.clone(),
+            source,
+        })?;
+        check.report_digest = Some(report.digest());
+        check.report_path = Some(path.clone());
+        out.note(&format!(
+            "determinism check: {}; drift report: {}",
+            check.summary(),
+            path.display()
+        ))
+        .map_err(log_err)?;
+        for line in text.lines().take(DRIFT_LINES_IN_LOG) {
+            out.note(line).map_err(log_err)?;
+        }
+        Ok(check)
+    }
+
+    /// One rerun of `action` with `variations`; its outputs compared with `first`'s.
+    /// `None` when the rerun did not succeed.
+    async fn rerun(
+        &self,
+        action: &Action,
+        sb: &ActionSandbox,
+        first: &Path,
+        variations: &Variations,
+        label: &str,
+        cancel: &Cancel,
+    ) -> Result<(Outcome, Option<ci_intel_repro::drift::DriftReport>), ExecuteError> {
+        let mut again = action.clone();
+        again.verify = None;
+        again.cache = false;
+        again.variations = Some(variations.clone());
+        again.log_path = action.log_path.with_extension(format!("{label}.log"));
+        let mut sandbox = sb.clone();
+        sandbox.staging = sb.staging.with_extension(label);
+        let staged = sandbox.staging.clone();
+        again.sandbox = Some(sandbox);
+        let second = self.attempt(again, cancel.clone()).await?;
+        if second.status != Status::Succeeded {
+            return Ok((second, None));
+        }
+        let inside = if variations.build_path {
+            moved_root(&action.cwd)
+        } else {
+            action.cwd.clone()
+        };
+        let (a_hint, b_hint) = (
+            action.cwd.display().to_string(),
+            inside.display().to_string(),
+        );
+        let hosts = [ci_intel_sandbox::HOSTNAME, VERIFY_HOSTNAME];
+        let opts = ci_intel_repro::drift::CompareOptions {
+            a_root_hint: &a_hint,
+            b_root_hint: &b_hint,
+            hostnames: &hosts,
+            ..ci_intel_repro::drift::CompareOptions::default()
+        };
+        let report = ci_intel_repro::drift::compare(first, &staged, &sb.outputs, &opts);
+        let _ = std::fs::remove_dir_all(&staged);
+        match report {
+            Ok(r) => Ok((second, Some(r))),
+            Err(e) => {
+                tracing::warn!(
+                    "{}: determinism check: comparing outputs: {}",
+                    action.step,
+                    ci_intel_cache::error_chain(&e)
+                );
+                Ok((second, None))
+            }
+        }
+    }
+}
+
+/// The cause named when the outputs differ with no variation at all.
+const RUN_TO_RUN: &str = "run_to_run";
+
+/// A step whose first check took longer than this is not rerun once per variation.
+const ISOLATE_CAUSES_WITHIN: Duration = Duration::from_secs(30);
+
+/// Lines of the drift report copied into the step's log.
+const DRIFT_LINES_IN_LOG: usize = 40;
+
 /// The log line of a quarantined entry.
 fn quarantine_line(q: &ci_intel_cache::store::Quarantine) -> String {
     format!(
@@ -323,7 +603,26 @@ fn open_log(path: &Path) -> Result<std::fs::File, ExecuteError> {
 }
 
 impl Execute for ProcessExecutor {
-    async fn execute(&self, action: Action, mut cancel: Cancel) -> Result<Outcome, ExecuteError> {
+    async fn execute(&self, action: Action, cancel: Cancel) -> Result<Outcome, ExecuteError> {
+        self.attempt(action, cancel).await
+    }
+}
+
+/// An attempt in progress, boxed: a determinism check runs attempts from inside one.
+type AttemptFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Outcome, ExecuteError>> + Send + 'a>>;
+
+impl ProcessExecutor {
+    /// [`Execute::execute`], with a named type a determinism check can call again.
+    fn attempt(&self, action: Action, cancel: Cancel) -> AttemptFuture<'_> {
+        Box::pin(self.run_attempt(action, cancel))
+    }
+
+    async fn run_attempt(
+        &self,
+        action: Action,
+        mut cancel: Cancel,
+    ) -> Result<Outcome, ExecuteError> {
         let started_at = SystemTime::now();
         let start = Instant::now();
         let log_file = open_log(&action.log_path)?;
@@ -384,7 +683,10 @@ impl Execute for ProcessExecutor {
                 (policy, None, None, Vec::new())
             }
             Some(sb) => match isolate(policy, &action, sb, &mut out, &mut env) {
-                Ok(v) => v,
+                Ok((policy, staging, allow, visible)) => match &action.variations {
+                    Some(v) => (vary_env(policy, &mut env, v), staging, allow, visible),
+                    None => (policy, staging, allow, visible),
+                },
                 Err(message) => {
                     return stop_before_start(&mut out, outcome, message, start, log_err);
                 }
@@ -440,7 +742,14 @@ impl Execute for ProcessExecutor {
             (None, Some(sb)) => outcome.inputs = cache::input_stats(&visible, &sb.needs_outputs),
             (None, None) => {}
         }
-        if let (Some(cache), Some(keyed), Some(sb)) = (&self.cache, &keyed, &action.sandbox) {
+        if let (true, Some(_)) = (keyed.is_some(), action.verify) {
+            outcome.cache_events.push(CacheEvent::Uncacheable {
+                reason: "not looked up: a determinism check runs the step (a reproducible result is stored)".into(),
+            });
+        }
+        if let (Some(cache), Some(keyed), Some(sb), None) =
+            (&self.cache, &keyed, &action.sandbox, action.verify)
+        {
             let hit = self
                 .restore(
                     cache,
@@ -486,12 +795,11 @@ impl Execute for ProcessExecutor {
         let spawn_start = Instant::now();
         let (rx, tx) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| ExecuteError::Pipe(e.into()))?;
-        let mut child = match ci_intel_sandbox::spawn(
-            &policy,
-            &action.program.argv(),
-            tx,
-            self.watchdog.as_ref(),
-        ) {
+        let argv = match &action.variations {
+            Some(v) => vary_argv(action.program.argv(), v),
+            None => action.program.argv(),
+        };
+        let mut child = match ci_intel_sandbox::spawn(&policy, &argv, tx, self.watchdog.as_ref()) {
             Ok(c) => c,
             Err(SpawnError::NotFound { program }) => {
                 let message = format!("command not found: {program}");
@@ -641,7 +949,61 @@ impl Execute for ProcessExecutor {
             duration: exec_start.1.elapsed(),
         });
         let mut collect_error = None;
-        if let (Some(staging), true) = (&staging, stopping.is_none() && exit.success()) {
+        let clean = stopping.is_none() && exit.success();
+        // Staged outputs are normalised before anything reads them: the comparison of a
+        // determinism check, the collection, the cache.
+        if let (Some(sb), Some(staging), true) = (&action.sandbox, &staging, clean) {
+            match normalize_outputs(
+                staging.staging_dir(),
+                sb,
+                self.config.fixed_env.source_date_epoch,
+            ) {
+                Ok(rewritten) => {
+                    for (path, kind) in rewritten {
+                        out.note(&format!("normalized {path} ({})", kind.name()))
+                            .map_err(log_err)?;
+                    }
+                }
+                Err(message) => {
+                    out.note(&message).map_err(log_err)?;
+                    collect_error = Some(message);
+                }
+            }
+        }
+        if let (Some(policy), Some(sb), Some(staging), true, None) = (
+            action.verify,
+            &action.sandbox,
+            &staging,
+            clean,
+            &collect_error,
+        ) {
+            let check = self
+                .check_determinism(&action, sb, staging.staging_dir(), &cancel, &mut out)
+                .await?;
+            if !check.reproducible && check.differing_files == 0 && policy == VerifyPolicy::Fail {
+                collect_error = Some(format!(
+                    "not reproducible: the determinism check's second run did not succeed (log: {})",
+                    check
+                        .report_path
+                        .as_ref()
+                        .map_or_else(|| "none".into(), |p| p.display().to_string())
+                ));
+            } else if !check.reproducible && policy == VerifyPolicy::Fail {
+                collect_error = Some(format!(
+                    "not reproducible: {} between two runs (drift report: {})",
+                    check.summary(),
+                    check
+                        .report_path
+                        .as_ref()
+                        .map_or_else(|| "none".into(), |p| p.display().to_string())
+                ));
+            }
+            outcome.determinism = Some(check);
+        }
+        // A determinism check's rerun leaves its outputs staged, for the comparison.
+        if let (Some(staging), true, None, None) =
+            (&staging, clean, &collect_error, &action.variations)
+        {
             if let Err(e) = staging.collect() {
                 let message = format!("collecting outputs: {e}");
                 out.note(&message).map_err(log_err)?;
@@ -706,6 +1068,44 @@ impl Execute for ProcessExecutor {
         };
         Ok(outcome)
     }
+}
+
+/// Runs the step's declared normalisers over its collected outputs, so what is stored (and
+/// what its dependents read) does not depend on when or in which order it was written.
+/// Returns what was rewritten.
+fn normalize_outputs(
+    root: &Path,
+    sb: &ActionSandbox,
+    source_date_epoch: u64,
+) -> Result<Vec<(String, ci_intel_repro::normalize::Kind)>, String> {
+    use ci_intel_repro::normalize::{Kind, normalize_any, normalize_tree};
+    let kinds: Vec<Kind> = sb.normalize.iter().filter_map(|n| Kind::parse(n)).collect();
+    let mut rewritten = Vec::new();
+    if kinds.is_empty() {
+        return Ok(rewritten);
+    }
+    let err = |e: &dyn std::error::Error| {
+        format!("normalizing outputs: {}", ci_intel_cache::error_chain(e))
+    };
+    for output in &sb.outputs {
+        let rel = output.trim_end_matches('/');
+        let path = root.join(rel);
+        if path.is_dir() {
+            for (file, kind) in
+                normalize_tree(&path, &kinds, source_date_epoch).map_err(|e| err(&e))?
+            {
+                rewritten.push((format!("{rel}/{file}"), kind));
+            }
+        } else if path.is_file() {
+            // A `.tar.gz` is normalised inside and out when both kinds are declared.
+            if let Some(kind) =
+                normalize_any(&path, &kinds, source_date_epoch).map_err(|e| err(&e))?
+            {
+                rewritten.push((rel.to_string(), kind));
+            }
+        }
+    }
+    Ok(rewritten)
 }
 
 /// Ends an attempt that never started: the reason in the log and in the outcome.
@@ -823,21 +1223,36 @@ fn isolate(
     }
     let staging = Staging::prepare(&action.cwd, &sb.staging, &sb.outputs)
         .map_err(|e| format!("preparing outputs: {e}"))?;
+    let varied = action.variations.as_ref();
+    // A determinism check's rerun may see the workspace elsewhere (`build_path`): every
+    // path under the root is bound at the same place under the moved root.
+    let moved = varied
+        .filter(|v| v.build_path)
+        .map(|_| moved_root(&action.cwd));
+    let inside = |p: &Path| -> PathBuf {
+        match (&moved, p.strip_prefix(&action.cwd)) {
+            (Some(m), Ok(rel)) => m.join(rel),
+            _ => p.to_path_buf(),
+        }
+    };
     let mut iso = Isolation::builder().limits(sb.limits);
+    if varied.is_some_and(|v| v.hostname) {
+        iso = iso.hostname(VERIFY_HOSTNAME);
+    }
     for p in &inputs.paths {
-        iso = iso.ro(p);
+        iso = iso.ro_at(p, inside(p));
     }
     for p in sb.needs_outputs.iter().filter(|p| p.exists()) {
-        iso = iso.ro(p);
+        iso = iso.ro_at(p, inside(p));
     }
     for p in read {
-        iso = iso.ro(p);
+        iso = iso.ro_at(&p, inside(&p));
     }
     for p in write {
-        iso = iso.rw(p);
+        iso = iso.rw_at(&p, inside(&p));
     }
     for (source, target) in staging.binds() {
-        iso = iso.rw_at(source, target);
+        iso = iso.rw_at(source, inside(target));
     }
     let (mode, allow) = match &sb.network {
         NetworkAccess::Deny => (NetworkMode::Deny, None),
@@ -931,6 +1346,8 @@ mod tests {
             sandbox: None,
             cache: false,
             tools: vec![],
+            verify: None,
+            variations: None,
         }
     }
 

@@ -29,6 +29,9 @@ pub struct DispatchOptions {
     pub no_sandbox: bool,
     /// The state directory, never visible to a step as an input.
     pub state_dir: PathBuf,
+    /// Check every cacheable step's outputs for reproducibility (`--verify-determinism`);
+    /// steps with `deterministic = true` are checked (and fail on drift) regardless.
+    pub verify_determinism: Option<ci_intel_executor::VerifyPolicy>,
 }
 
 /// How a step ended, for the run as a whole.
@@ -533,6 +536,7 @@ fn action_for(
             staging: run_dir
                 .join("staging")
                 .join(format!("{}.{attempt}", step.id)),
+            normalize: step.normalize.clone(),
         }
     });
     Action {
@@ -557,6 +561,17 @@ fn action_for(
         },
         cache: sandbox.is_some() && step.cache.allows(!step.secrets.is_empty()),
         tools: step.tools.clone(),
+        // Only what runs sandboxed, with outputs to compare, is checked.
+        verify: if sandbox.as_ref().is_some_and(|s| !s.outputs.is_empty()) {
+            if step.deterministic {
+                Some(ci_intel_executor::VerifyPolicy::Fail)
+            } else {
+                options.verify_determinism
+            }
+        } else {
+            None
+        },
+        variations: None,
         sandbox,
     }
 }

@@ -410,7 +410,7 @@ struct RawStep {
     allow_failure: Option<bool>,
     #[serde(default)]
     tools: Vec<Spanned<String>>,
-    deterministic: Option<bool>,
+    deterministic: Option<Spanned<bool>>,
     #[serde(default)]
     normalize: Vec<Spanned<String>>,
     mutation_report: Option<Spanned<String>>,
@@ -1284,6 +1284,26 @@ impl Validator<'_> {
             }
         }
         let sandbox = self.sandbox(rs.sandbox, plan_sandbox);
+        let deterministic = match rs.deterministic {
+            Some(d) if *d.get_ref() && !sandbox.enabled => {
+                self.err(
+                    d.span(),
+                    format!("step `{id}` is `deterministic` but runs without the sandbox"),
+                    Some("a determinism check reruns the step in a second sandbox: remove `sandbox = false`, or `deterministic`".into()),
+                );
+                false
+            }
+            Some(d) if *d.get_ref() && outputs.is_empty() => {
+                self.err(
+                    d.span(),
+                    format!("step `{id}` is `deterministic` but declares no outputs"),
+                    Some("a determinism check compares the step's `outputs` between two runs: declare them".into()),
+                );
+                false
+            }
+            Some(d) => d.into_inner(),
+            None => false,
+        };
         let mutation_report = rs.mutation_report.and_then(|m| {
             let Some(path) = normalize_output(m.get_ref()).filter(|p| !p.ends_with('/')) else {
                 self.err(
@@ -1325,7 +1345,7 @@ impl Validator<'_> {
             },
             allow_failure: rs.allow_failure.unwrap_or(false),
             tools,
-            deterministic: rs.deterministic.unwrap_or(false),
+            deterministic,
             normalize,
             mutation_report,
             sandbox,

@@ -331,6 +331,7 @@ fn options(jobs: u32, keep_going: bool) -> DispatchOptions {
         seed: 7,
         no_sandbox: false,
         state_dir: "/nonexistent".into(),
+        verify_determinism: None,
     }
 }
 

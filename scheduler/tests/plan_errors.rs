@@ -1134,3 +1134,23 @@ fn mutation_report_of_an_unsandboxed_step_needs_no_output() {
     .unwrap();
     assert_eq!(plan.steps[0].mutation_report.as_deref(), Some("m/o.json"));
 }
+
+// --- deterministic -----------------------------------------------------------------------
+
+#[test]
+fn deterministic_without_the_sandbox_or_outputs() {
+    assert_snapshot!(error(
+        r#"version = 1
+
+[steps.a]
+run = "make"
+sandbox = false
+outputs = ["out/"]
+deterministic = true
+
+[steps.b]
+run = "make"
+deterministic = true
+"#
+    ));
+}
