@@ -26,6 +26,7 @@ for t in "${targets[@]}"; do
     mkdir -p "${corpus[0]}"
     case "$t" in
         plan_parse) corpus+=(plans scheduler/tests/fixtures) ;;
+        autopsy_classify) corpus+=(tests/fixtures/autopsy) ;;
         *) [ -d fuzz/seeds/"$t" ] && corpus+=(fuzz/seeds/"$t") ;;
     esac
     flags=(-max_total_time="$seconds" -timeout=60)

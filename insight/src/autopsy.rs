@@ -193,11 +193,15 @@ impl Rules {
                 {
                     continue;
                 }
-                let window_end = starts
+                let mut window_end = starts
                     .get(i + 1)
                     .copied()
                     .unwrap_or(text.len())
                     .min(whole.end().saturating_add(LOCATION_WINDOW));
+                // The window is cut by bytes; the text is sliced by characters.
+                while !text.is_char_boundary(window_end) {
+                    window_end -= 1;
+                }
                 let finding =
                     finding_from_match(rule, pattern, &text, &caps, window_end, cx, &repro);
                 matched_rules[r] = true;

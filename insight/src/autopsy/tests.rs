@@ -632,3 +632,21 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_location_window_ending_inside_a_character_is_cut_before_it() {
+    // Found by the autopsy_classify fuzz target: the window after a match is a byte
+    // count, and it may end in the middle of a multi-byte character.
+    let rules = Rules::parse(&rule_file(&format!(
+        "{GOOD_RULE}\nlocation = '^  at (?P<file>[a-z]+\\.c):(?P<line>\\d+)$'"
+    )))
+    .unwrap();
+    for pad in 0..4 {
+        let mut log = String::from("demo: broken\n");
+        let end = log.len() - 1;
+        log.push_str(&"x".repeat(LOCATION_WINDOW - (log.len() - end) - pad));
+        log.push_str("ééé\n  at main.c:3\n");
+        let found = rules.classify(&log, &cx(Some(1)));
+        assert_eq!(found[0].rule, "demo.error", "pad {pad}");
+    }
+}
