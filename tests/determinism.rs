@@ -204,3 +204,51 @@ deterministic = true
         "member times are SOURCE_DATE_EPOCH, not the random ones: {listing}"
     );
 }
+
+#[test]
+fn a_checked_result_is_restored_and_the_flag_checks_again() {
+    let plan = |extra: &str| {
+        format!(
+            "version = 1\n[steps.pure]\nrun = \"mkdir -p out && echo same > out/x\"\noutputs = [\"out/\"]\n{extra}\n"
+        )
+    };
+    let w = Workspace::new(&plan(""));
+    let first = w.run(&[]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    // Marking the step deterministic changes its key: the unchecked result is not used.
+    std::fs::write(w.path().join("plan.toml"), plan("deterministic = true")).unwrap();
+    let checked = w.run(&[]);
+    assert!(
+        String::from_utf8_lossy(&checked.stdout).contains("PASS pure"),
+        "{}",
+        text(&checked)
+    );
+    assert_eq!(verdict(&w.record(), "pure")["verdict"], "reproducible");
+    // Its checked result is restored next time, and checked again only when asked.
+    let again = w.run(&[]);
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("CACHED pure"),
+        "{}",
+        text(&again)
+    );
+    assert!(w.record().get("determinism").is_none());
+    let flagged = w.run(&["--verify-determinism"]);
+    assert!(
+        String::from_utf8_lossy(&flagged.stdout).contains("PASS pure"),
+        "{}",
+        text(&flagged)
+    );
+    assert_eq!(verdict(&w.record(), "pure")["verdict"], "reproducible");
+    // A different normaliser is a different result.
+    std::fs::write(
+        w.path().join("plan.toml"),
+        plan("deterministic = true\nnormalize = [\"tar\"]"),
+    )
+    .unwrap();
+    let renormalized = w.run(&[]);
+    assert!(
+        String::from_utf8_lossy(&renormalized.stdout).contains("PASS pure"),
+        "{}",
+        text(&renormalized)
+    );
+}

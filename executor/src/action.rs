@@ -62,6 +62,9 @@ pub struct Action {
     /// separate sandbox with [`Variations::ALL`] applied and compare the outputs (a
     /// sandboxed step with outputs only).
     pub verify: Option<VerifyPolicy>,
+    /// Check even a step the cache could restore (`--verify-determinism`); otherwise a
+    /// checked step's cached result (which was checked when it was stored) is restored.
+    pub verify_cached: bool,
     /// This attempt is a determinism check's rerun: apply these variations, store nothing,
     /// and leave the outputs in the staging directory instead of collecting them.
     pub variations: Option<Variations>,
@@ -254,6 +257,9 @@ pub struct ActionSandbox {
     /// Archive normalisers applied to the collected outputs before they are stored
     /// (`zip`, `jar`, `tar`, `gzip`, `ar`).
     pub normalize: Vec<String>,
+    /// The plan marks the step `deterministic`: its results are stored only once checked,
+    /// so the key tells them from results stored before it was marked.
+    pub deterministic: bool,
 }
 
 /// The variables every step gets, whatever the plan says, unless the plan overrides them.

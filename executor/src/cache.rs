@@ -168,12 +168,16 @@ pub(crate) fn key(
     ];
     policy.extend(sb.read.iter().map(|p| ("read".to_string(), p.clone())));
     policy.extend(sb.write.iter().map(|p| ("write".to_string(), p.clone())));
-    // What is stored depends on the normalisers too (none: the key is as before).
+    // What is stored depends on the normalisers too (none: the key is as before), and a
+    // deterministic step's results are the checked ones.
     policy.extend(
         sb.normalize
             .iter()
             .map(|n| ("normalize".to_string(), n.clone())),
     );
+    if sb.deterministic {
+        policy.push(("deterministic".into(), "checked".into()));
+    }
 
     let path_var = cx.env.get("PATH").cloned().unwrap_or_default();
     let mut tools = BTreeMap::new();

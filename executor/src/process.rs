@@ -523,6 +523,7 @@ impl ProcessExecutor {
         cancel: &Cancel,
     ) -> Result<(Outcome, Option<ci_intel_repro::drift::DriftReport>), ExecuteError> {
         let mut again = action.clone();
+        again.step = format!("{} ({label})", action.step);
         again.verify = None;
         again.cache = false;
         again.variations = Some(variations.clone());
@@ -742,13 +743,16 @@ impl ProcessExecutor {
             (None, Some(sb)) => outcome.inputs = cache::input_stats(&visible, &sb.needs_outputs),
             (None, None) => {}
         }
-        if let (true, Some(_)) = (keyed.is_some(), action.verify) {
+        // A result in the cache was checked when it was stored; `--verify-determinism`
+        // checks again anyway.
+        let recheck = action.verify.is_some() && action.verify_cached;
+        if keyed.is_some() && recheck {
             outcome.cache_events.push(CacheEvent::Uncacheable {
                 reason: "not looked up: a determinism check runs the step (a reproducible result is stored)".into(),
             });
         }
-        if let (Some(cache), Some(keyed), Some(sb), None) =
-            (&self.cache, &keyed, &action.sandbox, action.verify)
+        if let (Some(cache), Some(keyed), Some(sb), false) =
+            (&self.cache, &keyed, &action.sandbox, recheck)
         {
             let hit = self
                 .restore(
@@ -999,11 +1003,19 @@ impl ProcessExecutor {
                 ));
             }
             outcome.determinism = Some(check);
+            // Interrupted during the check: the step was cancelled, not found drifting.
+            if cancel.level() > CancelLevel::None {
+                stopping = Some(Status::Cancelled);
+                collect_error = None;
+            }
         }
         // A determinism check's rerun leaves its outputs staged, for the comparison.
-        if let (Some(staging), true, None, None) =
-            (&staging, clean, &collect_error, &action.variations)
-        {
+        if let (Some(staging), true, None, None) = (
+            &staging,
+            clean && stopping.is_none(),
+            &collect_error,
+            &action.variations,
+        ) {
             if let Err(e) = staging.collect() {
                 let message = format!("collecting outputs: {e}");
                 out.note(&message).map_err(log_err)?;
@@ -1347,6 +1359,7 @@ mod tests {
             cache: false,
             tools: vec![],
             verify: None,
+            verify_cached: false,
             variations: None,
         }
     }

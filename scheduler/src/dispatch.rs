@@ -537,6 +537,7 @@ fn action_for(
                 .join("staging")
                 .join(format!("{}.{attempt}", step.id)),
             normalize: step.normalize.clone(),
+            deterministic: step.deterministic,
         }
     });
     Action {
@@ -571,6 +572,7 @@ fn action_for(
         } else {
             None
         },
+        verify_cached: options.verify_determinism.is_some(),
         variations: None,
         sandbox,
     }
