@@ -113,8 +113,9 @@ pub(crate) struct RunArgs {
     pub(crate) telemetry_schema: String,
     /// Run every cacheable step with outputs twice, the second time in another sandbox with
     /// variations that must not matter (build path, hostname, clock, CPUs, ASLR, HOME,
-    /// PATH, host locale and zone), and compare the outputs; a difference fails the step
-    /// (`=warn`: reports it only). Steps are run, not restored from the cache.
+    /// PATH, host locale and zone, directory order), and compare the outputs; a difference
+    /// fails the step (`=warn`: reports it only). Steps are run, not restored from the
+    /// cache.
     #[arg(long, value_name = "POLICY", num_args = 0..=1, require_equals = true, default_missing_value = "fail", value_parser = ["fail", "warn"])]
     pub(crate) verify_determinism: Option<String>,
     /// Write a JUnit XML report (a test case per step, with its log) to FILE.

@@ -252,3 +252,40 @@ fn a_checked_result_is_restored_and_the_flag_checks_again() {
         text(&renormalized)
     );
 }
+
+#[test]
+fn the_directory_order_is_varied_where_fuse_works() {
+    assert!(
+        Path::new("/dev/fuse").exists() && Path::new("/usr/bin/disorderfs").exists(),
+        "this test needs FUSE and disorderfs (apt-get install disorderfs fuse3)"
+    );
+    let w = Workspace::new(
+        r#"version = 1
+[steps.listing]
+run = "mkdir -p out && ls -U src > out/list.txt"
+inputs = ["src/**"]
+outputs = ["out/"]
+deterministic = true
+
+[steps.sorted]
+run = "mkdir -p out2 && ls src > out2/list.txt"
+inputs = ["src/**"]
+outputs = ["out2/"]
+deterministic = true
+"#,
+    );
+    std::fs::create_dir(w.path().join("src")).unwrap();
+    for name in ["a", "b", "c", "d", "e"] {
+        std::fs::write(w.path().join("src").join(name), name).unwrap();
+    }
+    let out = w.run(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let r = w.record();
+    assert_eq!(verdict(&r, "listing")["cause"], "dir_order", "{r}");
+    assert_eq!(verdict(&r, "sorted")["verdict"], "reproducible");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&w.path().display().to_string()),
+        "every disorderfs mount is gone: {mounts}"
+    );
+}

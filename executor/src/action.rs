@@ -100,11 +100,14 @@ pub struct Variations {
     /// The host's `TZ`, `LANG` and `LC_*` changed (they reach a step only if it passes
     /// them through: the fixed set should hold).
     pub host_env: bool,
+    /// Directories list their entries in reverse order (disorderfs over the workspace,
+    /// where FUSE works).
+    pub dir_order: bool,
 }
 
 impl Variations {
     /// The names, in the order they are listed.
-    pub const NAMES: [&'static str; 8] = [
+    pub const NAMES: [&'static str; 9] = [
         "build_path",
         "hostname",
         "time",
@@ -113,6 +116,7 @@ impl Variations {
         "home",
         "path",
         "host_env",
+        "dir_order",
     ];
 
     /// Every variation.
@@ -125,6 +129,7 @@ impl Variations {
         home: true,
         path: true,
         host_env: true,
+        dir_order: true,
     };
 
     /// Only the one named (for finding which variation causes a drift).
@@ -145,6 +150,7 @@ impl Variations {
             "home" => self.home = on,
             "path" => self.path = on,
             "host_env" => self.host_env = on,
+            "dir_order" => self.dir_order = on,
             _ => {}
         }
     }
@@ -160,6 +166,7 @@ impl Variations {
             self.home,
             self.path,
             self.host_env,
+            self.dir_order,
         ];
         Self::NAMES
             .iter()

@@ -370,6 +370,56 @@ fn moved_root(root: &Path) -> PathBuf {
         .join(root.file_name().unwrap_or_else(|| "root".as_ref()))
 }
 
+/// The workspace seen through disorderfs (directory entries reversed) for a rerun;
+/// unmounted on drop.
+struct Disorder {
+    mount: PathBuf,
+}
+
+impl Disorder {
+    fn mount(root: &Path, mount: &Path) -> Result<Disorder, String> {
+        let err = |e: String| format!("determinism check: mounting disorderfs: {e}");
+        std::fs::create_dir_all(mount).map_err(|e| err(e.to_string()))?;
+        let status = std::process::Command::new("disorderfs")
+            .args(["--reverse-dirents=yes", "--quiet"])
+            .arg(root)
+            .arg(mount)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .map_err(|e| err(e.to_string()))?;
+        if !status.status.success() {
+            return Err(err(String::from_utf8_lossy(&status.stderr)
+                .trim()
+                .to_string()));
+        }
+        Ok(Disorder {
+            mount: mount.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for Disorder {
+    fn drop(&mut self) {
+        let unmounted = ["fusermount3", "fusermount"].iter().any(|tool| {
+            // Lazily: a sandbox still being torn down may hold it a moment longer.
+            std::process::Command::new(tool)
+                .args(["-u", "-z"])
+                .arg(&self.mount)
+                .stdin(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        if unmounted {
+            let _ = std::fs::remove_dir(&self.mount);
+        } else {
+            tracing::warn!("could not unmount disorderfs at {}", self.mount.display());
+        }
+    }
+}
+
 /// The hostname of a determinism check's rerun.
 const VERIFY_HOSTNAME: &str = "ci-intel-verify";
 
@@ -395,6 +445,15 @@ fn not_applicable(name: &str) -> Option<String> {
             Some("the host has one CPU".into())
         }
         "aslr" if !tool("setarch") => Some("setarch (util-linux) is not installed".into()),
+        "dir_order" if !tool("disorderfs") => {
+            Some("disorderfs is not installed (apt-get install disorderfs)".into())
+        }
+        "dir_order" if !Path::new("/dev/fuse").exists() => {
+            Some("FUSE is not available (no /dev/fuse)".into())
+        }
+        "dir_order" if !tool("fusermount3") && !tool("fusermount") => {
+            Some("fusermount is not installed (apt-get install fuse3)".into())
+        }
         _ => None,
     }
 }
@@ -675,6 +734,19 @@ impl ProcessExecutor {
                 .map_err(log_err)?;
         }
         let setup_start = (SystemTime::now(), Instant::now());
+        // A rerun that varies the directory order reads the workspace through disorderfs,
+        // unmounted when the attempt ends, however it ends.
+        let disorder = match (&action.variations, &action.sandbox) {
+            (Some(v), Some(sb)) if v.dir_order && not_applicable("dir_order").is_none() => {
+                match Disorder::mount(&action.cwd, &sb.staging.with_extension("dirorder")) {
+                    Ok(d) => Some(d),
+                    Err(message) => {
+                        return stop_before_start(&mut out, outcome, message, start, log_err);
+                    }
+                }
+            }
+            _ => None,
+        };
         let (policy, staging, allow, visible) = match &action.sandbox {
             None => {
                 std::fs::create_dir_all(&action.home).map_err(|source| ExecuteError::Home {
@@ -683,7 +755,14 @@ impl ProcessExecutor {
                 })?;
                 (policy, None, None, Vec::new())
             }
-            Some(sb) => match isolate(policy, &action, sb, &mut out, &mut env) {
+            Some(sb) => match isolate(
+                policy,
+                &action,
+                sb,
+                disorder.as_ref().map(|d| d.mount.as_path()),
+                &mut out,
+                &mut env,
+            ) {
                 Ok((policy, staging, allow, visible)) => match &action.variations {
                     Some(v) => (vary_env(policy, &mut env, v), staging, allow, visible),
                     None => (policy, staging, allow, visible),
@@ -1210,6 +1289,7 @@ fn isolate(
     policy: Policy,
     action: &Action,
     sb: &ActionSandbox,
+    disorder: Option<&Path>,
     out: &mut OutputProcessor<'_>,
     env: &mut Env,
 ) -> Result<Isolated, String> {
@@ -1251,11 +1331,19 @@ fn isolate(
     if varied.is_some_and(|v| v.hostname) {
         iso = iso.hostname(VERIFY_HOSTNAME);
     }
+    // What the step reads of the workspace comes through disorderfs when the directory
+    // order is varied.
+    let source = |p: &Path| -> PathBuf {
+        match (disorder, p.strip_prefix(&action.cwd)) {
+            (Some(d), Ok(rel)) => d.join(rel),
+            _ => p.to_path_buf(),
+        }
+    };
     for p in &inputs.paths {
-        iso = iso.ro_at(p, inside(p));
+        iso = iso.ro_at(source(p), inside(p));
     }
     for p in sb.needs_outputs.iter().filter(|p| p.exists()) {
-        iso = iso.ro_at(p, inside(p));
+        iso = iso.ro_at(source(p), inside(p));
     }
     for p in read {
         iso = iso.ro_at(&p, inside(&p));
