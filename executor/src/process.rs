@@ -174,7 +174,7 @@ fn vary_env(policy: Policy, env: &mut Env, v: &Variations) -> Policy {
             .get("PATH")
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default();
-        changes.push(("PATH", format!("/ci-intel-verify/bin:{path}")));
+        changes.push(("PATH", format!("/rebuilt/bin:{path}")));
     }
     if let (true, Some(lib)) = (
         v.time,
@@ -182,6 +182,8 @@ fn vary_env(policy: Policy, env: &mut Env, v: &Variations) -> Policy {
     ) {
         changes.push(("LD_PRELOAD", (*lib).to_string()));
         changes.push(("FAKETIME", "+3d".into()));
+        // Only the clock moves: the files the step reads keep their times.
+        changes.push(("NO_FAKE_STAT", "1".into()));
     }
     for (k, val) in &changes {
         env.insert((*k).to_string(), val.into());
@@ -366,8 +368,9 @@ fn quarantine_event(q: &ci_intel_cache::store::Quarantine) -> CacheEvent {
 /// Where a determinism check's rerun sees the workspace (`build_path`): another absolute
 /// path, ending in the root's own name.
 fn moved_root(root: &Path) -> PathBuf {
-    Path::new("/ci-intel-verify/elsewhere")
-        .join(root.file_name().unwrap_or_else(|| "root".as_ref()))
+    // Nothing in it looks like either hostname: a drift hint must not mistake one for
+    // the other.
+    Path::new("/rebuilt/elsewhere").join(root.file_name().unwrap_or_else(|| "root".as_ref()))
 }
 
 /// The workspace seen through disorderfs (directory entries reversed) for a rerun;
@@ -518,7 +521,13 @@ impl ProcessExecutor {
             reproducible: report.identical,
             variations: all.names(),
             not_applied,
-            differing_files: report.files.len(),
+            // A file can differ in several ways (mode and content): count it once.
+            differing_files: report
+                .files
+                .iter()
+                .map(|f| f.path.as_str())
+                .collect::<std::collections::BTreeSet<_>>()
+                .len(),
             causes: Vec::new(),
             hinted: report.causes().iter().map(|c| (*c).to_string()).collect(),
             report_path: None,
@@ -541,13 +550,19 @@ impl ProcessExecutor {
             }
         }
         if started.elapsed() <= ISOLATE_CAUSES_WITHIN && check.causes.is_empty() {
-            for name in all.names() {
+            let tried = all.names();
+            for &name in &tried {
                 let (_, alone) = self
                     .rerun(action, sb, first, &Variations::only(name), name, cancel)
                     .await?;
                 if alone.is_some_and(|r| !r.identical) {
                     check.causes.push(name);
                 }
+            }
+            // Every variation alone drifting is no variation's doing: output that changes
+            // by itself (the time in seconds, which the control run happened not to cross).
+            if tried.len() > 1 && check.causes.len() == tried.len() {
+                check.causes = vec![RUN_TO_RUN];
             }
         }
         let text = report.render_text();
