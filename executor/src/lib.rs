@@ -22,6 +22,7 @@
 mod action;
 mod cache;
 mod cancel;
+mod determinism;
 mod output;
 mod process;
 mod secrets;
