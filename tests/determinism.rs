@@ -84,6 +84,11 @@ run = "mkdir -p rnd && head -c 16 /dev/urandom | od -An -tx1 > rnd/noise.txt"
 outputs = ["rnd/noise.txt"]
 deterministic = true
 
+[steps.kernel]
+run = "mkdir -p k && uname -r > k/release.txt"
+outputs = ["k/release.txt"]
+deterministic = true
+
 [steps.after]
 needs = ["host"]
 run = "true"
@@ -119,6 +124,7 @@ fn drift_fails_the_step_and_names_its_cause() {
     assert_eq!(host["report_digest"].as_str().unwrap().len(), 64);
     assert_eq!(verdict(&r, "path")["cause"], "build_path");
     assert_eq!(verdict(&r, "noise")["cause"], "run_to_run");
+    assert_eq!(verdict(&r, "kernel")["cause"], "kernel");
     // A failed check publishes nothing: the drifting output is not collected.
     assert!(!w.path().join("gen/host.txt").exists());
     assert!(w.path().join("out/pure.txt").exists());

@@ -87,7 +87,8 @@ pub struct Variations {
     pub build_path: bool,
     /// Another hostname.
     pub hostname: bool,
-    /// The clock three days ahead (libfaketime, when installed).
+    /// The clock 398 days ahead: another year, month, day and weekday (libfaketime, when
+    /// installed).
     pub time: bool,
     /// One CPU (affinity), where the first run had all.
     pub num_cpus: bool,
@@ -103,11 +104,13 @@ pub struct Variations {
     /// Directories list their entries in reverse order (disorderfs over the workspace,
     /// where FUSE works).
     pub dir_order: bool,
+    /// Another kernel release (`setarch --uname-2.6`).
+    pub kernel: bool,
 }
 
 impl Variations {
     /// The names, in the order they are listed.
-    pub const NAMES: [&'static str; 9] = [
+    pub const NAMES: [&'static str; 10] = [
         "build_path",
         "hostname",
         "time",
@@ -117,6 +120,7 @@ impl Variations {
         "path",
         "host_env",
         "dir_order",
+        "kernel",
     ];
 
     /// Every variation.
@@ -130,6 +134,7 @@ impl Variations {
         path: true,
         host_env: true,
         dir_order: true,
+        kernel: true,
     };
 
     /// Only the one named (for finding which variation causes a drift).
@@ -151,6 +156,7 @@ impl Variations {
             "path" => self.path = on,
             "host_env" => self.host_env = on,
             "dir_order" => self.dir_order = on,
+            "kernel" => self.kernel = on,
             _ => {}
         }
     }
@@ -167,6 +173,7 @@ impl Variations {
             self.path,
             self.host_env,
             self.dir_order,
+            self.kernel,
         ];
         Self::NAMES
             .iter()

@@ -47,7 +47,9 @@ pub(crate) fn vary_env(policy: Policy, env: &mut Env, v: &Variations) -> Policy 
         FAKETIME_LIBS.iter().find(|l| Path::new(l).is_file()),
     ) {
         changes.push(("LD_PRELOAD", (*lib).to_string()));
-        changes.push(("FAKETIME", "+3d".into()));
+        // Over a year and a month and a day: a year, month, day or weekday written out
+        // differs too, not only the time of day.
+        changes.push(("FAKETIME", "+398d".into()));
         // Only the clock moves: the files the step reads keep their times.
         changes.push(("NO_FAKE_STAT", "1".into()));
     }
@@ -59,14 +61,23 @@ pub(crate) fn vary_env(policy: Policy, env: &mut Env, v: &Variations) -> Policy 
         .fold(policy, |p, (k, val)| p.env(k, val))
 }
 
-/// A rerun's variations that wrap its command: one CPU, no address-space randomisation.
+/// A rerun's variations that wrap its command: one CPU, no address-space randomisation,
+/// another kernel release.
 pub(crate) fn vary_argv(argv: Vec<OsString>, v: &Variations) -> Vec<OsString> {
     let mut wrapped: Vec<OsString> = Vec::new();
     if v.num_cpus && not_applicable("num_cpus").is_none() {
         wrapped.extend(["taskset", "-c", "0"].map(OsString::from));
     }
-    if v.aslr && not_applicable("aslr").is_none() {
-        wrapped.extend(["setarch", "-R"].map(OsString::from));
+    let aslr = v.aslr && not_applicable("aslr").is_none();
+    let kernel = v.kernel && not_applicable("kernel").is_none();
+    if aslr || kernel {
+        wrapped.push("setarch".into());
+        if aslr {
+            wrapped.push("-R".into());
+        }
+        if kernel {
+            wrapped.push("--uname-2.6".into());
+        }
     }
     wrapped.extend(argv);
     wrapped
@@ -154,7 +165,9 @@ pub(crate) fn not_applicable(name: &str) -> Option<String> {
         "num_cpus" if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 => {
             Some("the host has one CPU".into())
         }
-        "aslr" if !tool("setarch") => Some("setarch (util-linux) is not installed".into()),
+        "aslr" | "kernel" if !tool("setarch") => {
+            Some("setarch (util-linux) is not installed".into())
+        }
         "dir_order" if !tool("disorderfs") => {
             Some("disorderfs is not installed (apt-get install disorderfs)".into())
         }
