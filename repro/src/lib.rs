@@ -6,4 +6,5 @@
 //! verdict (the executor does), and it depends on no other crate of the workspace.
 
 pub mod drift;
+mod formats;
 pub mod normalize;

@@ -2,14 +2,13 @@
 //! depend on when, by whom or in which order they were written (what Debian's
 //! strip-nondeterminism does), before the outputs are hashed.
 //!
-//! Each format lives in its own module and works on an `Input` (positional reads of the
-//! original file) and a writer (the replacement, written to a temporary file beside the
-//! original and renamed over it only when it differs). A corrupt or unsupported archive is
+//! Each format lives in its own module: it reads an `Input` (the original file, read by
+//! offset) with that format's reader in `crate::formats` and writes the replacement (to a
+//! temporary file beside the original, renamed over it only when it differs). A corrupt or unsupported archive is
 //! an error and leaves the original untouched. What each normaliser rewrites, and why, is in
 //! docs/determinism.md (`## Normalisers`).
 
 mod ar;
-mod deflate;
 mod gzip;
 mod tar;
 mod zip;
@@ -19,6 +18,8 @@ use std::fs::{self, File, FileTimes, Permissions};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+use crate::formats::{self, FormatError, Source};
 
 /// An archive format a plan step may ask to normalise (`normalize = [...]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -99,7 +100,7 @@ impl Kind {
             return false;
         };
         match self {
-            Kind::Jar => zip::sniff(&head) && zip::has_manifest(&input),
+            Kind::Jar => formats::zip::sniff(&head) && zip::has_manifest(&input),
             kind => sniff(kind, &head, &input),
         }
     }
@@ -188,6 +189,16 @@ impl Fail {
             Fail::Unsupported(kind, detail) => NormalizeError::Unsupported { path, kind, detail },
         }
     }
+
+    /// A reader's error, for an archive of `kind`.
+    fn format(kind: Kind) -> impl Fn(FormatError) -> Fail {
+        move |e| match e {
+            FormatError::Read(e) => Fail::Read(e),
+            FormatError::Write(e) => Fail::Write(e),
+            FormatError::Corrupt(detail) => Fail::Corrupt(kind, detail),
+            FormatError::Unsupported(detail) => Fail::Unsupported(kind, detail),
+        }
+    }
 }
 
 /// Wraps a writer so its errors become [`Fail::Write`].
@@ -195,7 +206,7 @@ fn wr<W: Write + ?Sized>(out: &mut W, bytes: &[u8]) -> Result<(), Fail> {
     out.write_all(bytes).map_err(Fail::Write)
 }
 
-/// The original archive, read by offset. Short reads are the caller's to judge.
+/// The original archive, read by offset.
 #[derive(Debug)]
 struct Input {
     file: File,
@@ -211,89 +222,44 @@ impl Input {
         Ok(Input { file, len })
     }
 
-    /// Reads up to `buf.len()` bytes at `offset`; fewer only at the end of the file.
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize, Fail> {
-        let mut done = 0;
-        while done < buf.len() {
-            match self.file.read_at(&mut buf[done..], offset + done as u64) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Fail::Read(e)),
-            }
-        }
-        Ok(done)
-    }
-
-    /// Reads exactly `buf.len()` bytes at `offset`, or fails as `kind` truncated at `what`.
-    fn read_exact_at(
-        &self,
-        offset: u64,
-        buf: &mut [u8],
-        kind: Kind,
-        what: &str,
-    ) -> Result<(), Fail> {
-        if self.read_at(offset, buf)? == buf.len() {
-            Ok(())
-        } else {
-            Err(Fail::Corrupt(
-                kind,
-                format!("truncated {what} at offset {offset}"),
-            ))
-        }
-    }
-
     /// The first bytes of the file (at most [`HEAD_LEN`]).
     fn head(&self) -> Result<Vec<u8>, Fail> {
         let mut head = vec![0; HEAD_LEN];
-        let n = self.read_at(0, &mut head)?;
+        let n = self.read_at(0, &mut head).map_err(Fail::Read)?;
         head.truncate(n);
         Ok(head)
     }
+}
 
-    /// Whether every byte from `pos` to the end is zero.
-    fn zero_from(&self, mut pos: u64) -> Result<bool, Fail> {
-        let mut buf = vec![0u8; 64 * 1024];
-        while pos < self.len {
-            let n = self.read_at(pos, &mut buf)?;
-            if n == 0 {
-                break;
-            }
-            if buf[..n].iter().any(|&b| b != 0) {
-                return Ok(false);
-            }
-            pos += n as u64;
-        }
-        Ok(true)
+impl Source for Input {
+    fn size(&self) -> u64 {
+        self.len
     }
 
-    /// Copies `len` bytes from `offset` to `out`.
-    fn copy_to<W: Write + ?Sized>(
-        &self,
-        offset: u64,
-        len: u64,
-        out: &mut W,
-        kind: Kind,
-    ) -> Result<(), Fail> {
-        let mut buf = vec![0; 64 * 1024];
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
         let mut done = 0;
-        while done < len {
-            let want = (len - done).min(buf.len() as u64) as usize;
-            self.read_exact_at(offset + done, &mut buf[..want], kind, "data")?;
-            wr(out, &buf[..want])?;
-            done += want as u64;
+        while done < buf.len() {
+            let Some(at) = offset.checked_add(done as u64) else {
+                break;
+            };
+            match self.file.read_at(&mut buf[done..], at) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
-        Ok(())
+        Ok(done)
     }
 }
 
 /// Whether the magic bytes say `kind` (zip and jar alike: a jar is a zip).
 fn sniff(kind: Kind, head: &[u8], input: &Input) -> bool {
     match kind {
-        Kind::Zip | Kind::Jar => zip::sniff(head),
+        Kind::Zip | Kind::Jar => formats::zip::sniff(head),
         Kind::Tar => tar::sniff(head, input),
-        Kind::Gzip => gzip::sniff(head),
-        Kind::Ar => ar::sniff(head),
+        Kind::Gzip => formats::gzip::sniff(head),
+        Kind::Ar => formats::ar::sniff(head),
     }
 }
 
@@ -349,7 +315,7 @@ pub fn normalize_file(
 pub fn normalize_tar_gz(path: &Path, source_date_epoch: u64) -> Result<Normalized, NormalizeError> {
     let dir = parent_dir(path);
     let result = rewrite(path, |input, out| {
-        if !gzip::sniff(&input.head()?) {
+        if !formats::gzip::sniff(&input.head()?) {
             return Ok(false);
         }
         let inner = tempfile::tempfile_in(&dir).map_err(Fail::Write)?;
@@ -563,29 +529,6 @@ fn same_content(input: &Input, new: &File) -> io::Result<bool> {
     Ok(true)
 }
 
-/// Parses an unsigned decimal or octal ASCII field: leading spaces, digits, then spaces
-/// or NULs. `None` if anything else is there.
-fn parse_ascii_number(field: &[u8], radix: u32) -> Option<u64> {
-    let s = field
-        .iter()
-        .position(|&b| b != b' ')
-        .map_or(&field[field.len()..], |i| &field[i..]);
-    let end = s
-        .iter()
-        .position(|&b| b == b' ' || b == 0)
-        .unwrap_or(s.len());
-    let (digits, rest) = s.split_at(end);
-    if rest.iter().any(|&b| b != b' ' && b != 0) {
-        return None;
-    }
-    let mut v: u64 = 0;
-    for &d in digits {
-        let d = (d as char).to_digit(radix)?;
-        v = v.checked_mul(u64::from(radix))?.checked_add(u64::from(d))?;
-    }
-    Some(v)
-}
-
 #[cfg(test)]
 mod tests_support {
     use super::*;
@@ -608,64 +551,7 @@ mod tests_support {
     /// The `SOURCE_DATE_EPOCH` the unit tests use: 2021-03-04T05:06:07Z.
     pub(super) const SDE: u64 = 1_614_834_367;
 
-    /// A gzip member of `data` with the given header fields.
-    pub(super) fn gz(
-        data: &[u8],
-        name: Option<&str>,
-        comment: Option<&str>,
-        mtime: u32,
-        os: u8,
-    ) -> Vec<u8> {
-        let mut b = flate2::GzBuilder::new().mtime(mtime).operating_system(os);
-        if let Some(n) = name {
-            b = b.filename(n);
-        }
-        if let Some(c) = comment {
-            b = b.comment(c);
-        }
-        let mut enc = b.write(Vec::new(), flate2::Compression::new(6));
-        enc.write_all(data).unwrap();
-        enc.finish().unwrap()
-    }
-
-    /// A one-member tar (ustar, GNU tar's layout) of `name` with `data` and `mtime`.
-    pub(super) fn tar(name: &str, data: &[u8], mtime: u64) -> Vec<u8> {
-        let mut h = [0u8; 512];
-        h[..name.len()].copy_from_slice(name.as_bytes());
-        h[100..108].copy_from_slice(b"0000664\0");
-        h[108..116].copy_from_slice(b"0001750\0");
-        h[116..124].copy_from_slice(b"0001750\0");
-        h[124..136].copy_from_slice(format!("{:011o}\0", data.len()).as_bytes());
-        h[136..148].copy_from_slice(format!("{mtime:011o}\0").as_bytes());
-        h[156] = b'0';
-        h[257..265].copy_from_slice(b"ustar  \0");
-        h[148..156].fill(b' ');
-        let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
-        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-        let mut t = h.to_vec();
-        t.extend_from_slice(data);
-        t.resize(10240, 0);
-        t
-    }
-
-    /// A one-member `ar` archive as `ar` without `D` writes it.
-    pub(super) fn ar(name: &str, data: &[u8], mtime: u64) -> Vec<u8> {
-        let mut a = b"!<arch>\n".to_vec();
-        let header = format!(
-            "{:<16}{mtime:<12}{:<6}{:<6}{:<8}{:<10}`\n",
-            format!("{name}/"),
-            1000,
-            1000,
-            "100664",
-            data.len()
-        );
-        a.extend_from_slice(header.as_bytes());
-        a.extend_from_slice(data);
-        if data.len() % 2 == 1 {
-            a.push(b'\n');
-        }
-        a
-    }
+    pub(super) use crate::formats::tests_support::{ar, gz, tar};
 }
 
 #[cfg(test)]
@@ -683,16 +569,6 @@ mod tests {
         }
         assert_eq!(Kind::parse("ZIP"), None);
         assert_eq!(Kind::parse("xz"), None);
-    }
-
-    #[test]
-    fn ascii_numbers() {
-        assert_eq!(parse_ascii_number(b"644     ", 8), Some(0o644));
-        assert_eq!(parse_ascii_number(b"  12 \0", 10), Some(12));
-        assert_eq!(parse_ascii_number(b"        ", 10), Some(0));
-        assert_eq!(parse_ascii_number(b"1 2", 10), None);
-        assert_eq!(parse_ascii_number(b"9", 8), None);
-        assert_eq!(parse_ascii_number(b"99999999999999999999999", 10), None);
     }
 
     use std::os::unix::fs::symlink;

@@ -4,13 +4,12 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::io::Read as _;
+use std::io::{self, Write};
 
 use super::{
     Ctx, DriftKind, Field, Format, MAX_ANALYSED_BYTES, MAX_MEMBER_DRIFTS, Variation, content, util,
 };
-
-pub(super) const AR_MAGIC: &[u8] = b"!<arch>\n";
+use crate::formats::{FormatError, ar, deflate, tar};
 
 /// A member's data as stored.
 #[derive(Debug)]
@@ -34,24 +33,43 @@ impl<'d> Data<'d> {
     fn content(&self) -> Result<Cow<'d, [u8]>, String> {
         match *self {
             Self::Raw(d) | Self::Opaque(d) => Ok(Cow::Borrowed(d)),
-            Self::Deflate(d) => inflate(flate2::read::DeflateDecoder::new(d)).map(Cow::Owned),
+            Self::Deflate(d) => {
+                let mut out = Capped::default();
+                deflate::inflate(d, 0, d.len() as u64, u64::MAX, &mut out).map_err(reason)?;
+                Ok(Cow::Owned(out.0))
+            }
         }
     }
 }
 
-/// Reads a decoder to its end, refusing more than [`MAX_ANALYSED_BYTES`].
-pub(super) fn inflate(r: impl std::io::Read) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    r.take(MAX_ANALYSED_BYTES + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| format!("cannot inflate: {e}"))?;
-    if out.len() as u64 > MAX_ANALYSED_BYTES {
-        return Err(format!(
-            "inflates to more than {} MiB",
-            MAX_ANALYSED_BYTES >> 20
-        ));
+/// Inflated bytes, refused past [`MAX_ANALYSED_BYTES`].
+#[derive(Debug, Default)]
+pub(super) struct Capped(pub(super) Vec<u8>);
+
+impl Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if (self.0.len() + buf.len()) as u64 > MAX_ANALYSED_BYTES {
+            return Err(io::Error::other(format!(
+                "inflates to more than {} MiB",
+                MAX_ANALYSED_BYTES >> 20
+            )));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
     }
-    Ok(out)
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Why a reader gave up, as the report says it.
+pub(super) fn reason(e: FormatError) -> String {
+    match e {
+        FormatError::Read(e) => format!("cannot read: {e}"),
+        FormatError::Write(e) => format!("cannot inflate: {e}"),
+        FormatError::Corrupt(d) | FormatError::Unsupported(d) => d,
+    }
 }
 
 /// One member of an archive, its fields as they are shown.
@@ -391,55 +409,18 @@ fn member_content(
 
 // ---- tar ----
 
-fn octal(field: &[u8]) -> Option<u64> {
-    if field.first().is_some_and(|&c| c & 0x80 != 0) {
-        // base-256 (GNU): big-endian, the first byte's top bit set.
-        let mut v: u64 = u64::from(field[0] & 0x7f);
-        for &c in &field[1..] {
-            v = v.checked_mul(256)?.checked_add(u64::from(c))?;
-        }
-        return Some(v);
-    }
-    let s: String = field
-        .iter()
-        .take_while(|&&c| c != 0)
-        .map(|&c| c as char)
-        .collect();
-    let s = s.trim();
-    if s.is_empty() {
-        return Some(0);
-    }
-    u64::from_str_radix(s, 8).ok()
-}
-
-fn tar_checksum_ok(block: &[u8]) -> bool {
-    let Some(stored) = octal(&block[148..156]) else {
+/// A tar archive: "ustar" at 257, or (old tar) a first header with a name and a valid
+/// checksum.
+pub(super) fn looks_like_tar(d: &[u8]) -> bool {
+    let Some(h) = tar::Header::at_start(d) else {
         return false;
     };
-    let sum: u64 = block
-        .iter()
-        .enumerate()
-        .map(|(i, &c)| {
-            if (148..156).contains(&i) {
-                32
-            } else {
-                u64::from(c)
-            }
-        })
-        .sum();
-    stored == sum
-}
-
-/// A tar archive: "ustar" at 257, or (old tar) a first header with a valid checksum.
-pub(super) fn looks_like_tar(d: &[u8]) -> bool {
-    d.len() >= 512
-        && (&d[257..262] == b"ustar"
-            || (d[0] != 0 && d[..100].contains(&0) && tar_checksum_ok(&d[..512])))
+    h.is_ustar() || (h.0[0] != 0 && h.0[..100].contains(&0) && h.checksum_ok())
 }
 
 fn tar_kind(flag: u8) -> &'static str {
     match flag {
-        b'0' | 0 | b'7' => "file",
+        b'0' | b'7' => "file",
         b'1' => "hard link",
         b'2' => "symlink",
         b'3' => "character device",
@@ -451,30 +432,8 @@ fn tar_kind(flag: u8) -> &'static str {
     }
 }
 
-/// Pax records (`len key=value\n`) as pairs.
-fn pax_records(mut d: &[u8]) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    while let Some(sp) = d.iter().position(|&c| c == b' ') {
-        let Some(len) = std::str::from_utf8(&d[..sp])
-            .ok()
-            .and_then(|s| s.parse::<usize>().ok())
-        else {
-            break;
-        };
-        if len <= sp + 1 || len > d.len() {
-            break;
-        }
-        let rec = &d[sp + 1..len];
-        let rec = rec.strip_suffix(b"\n").unwrap_or(rec);
-        if let Some(eq) = rec.iter().position(|&c| c == b'=') {
-            out.push((
-                String::from_utf8_lossy(&rec[..eq]).into_owned(),
-                String::from_utf8_lossy(&rec[eq + 1..]).into_owned(),
-            ));
-        }
-        d = &d[len..];
-    }
-    out
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
 }
 
 fn pax_time(v: &str) -> String {
@@ -488,116 +447,59 @@ fn pax_time(v: &str) -> String {
 
 pub(super) fn read_tar(d: &[u8]) -> Result<Vec<Member<'_>>, String> {
     let mut out = Vec::new();
-    let mut at = 0usize;
-    let mut long_name: Option<String> = None;
-    let mut long_link: Option<String> = None;
-    let mut pax: Vec<(String, String)> = Vec::new();
     let mut globals = 0;
-    while at < d.len() {
-        let block = util::slice(d, at, 512, "tar header")?;
-        if block.iter().all(|&c| c == 0) {
-            break;
-        }
-        if !tar_checksum_ok(block) {
-            return Err(format!("bad tar header checksum at offset {at:#x}"));
-        }
-        let flag = block[156];
-        let pax_size = pax
-            .iter()
-            .find(|(k, _)| k == "size")
-            .and_then(|(_, v)| v.parse::<u64>().ok());
-        let size = pax_size
-            .or_else(|| octal(&block[124..136]))
-            .ok_or_else(|| format!("bad tar size field at offset {at:#x}"))?;
-        let size = usize::try_from(size).map_err(|_| format!("tar member too large at {at:#x}"))?;
-        let data = util::slice(d, at + 512, size, "tar member data")?;
-        let next = at + 512 + size.div_ceil(512) * 512;
-        match flag {
-            b'L' => {
-                long_name = Some(util::cstr(data));
-                at = next;
-                continue;
-            }
-            b'K' => {
-                long_link = Some(util::cstr(data));
-                at = next;
-                continue;
-            }
-            b'x' | b'X' => {
-                pax.extend(pax_records(data));
-                at = next;
-                continue;
-            }
-            _ => {}
-        }
-        let ustar = &block[257..262] == b"ustar";
-        let mut name = util::cstr(&block[..100]);
-        let prefix = if ustar {
-            util::cstr(&block[345..500])
-        } else {
-            String::new()
-        };
-        if !prefix.is_empty() {
-            name = format!("{prefix}/{name}");
-        }
-        let mut link = util::cstr(&block[157..257]);
-        let mut mtime = octal(&block[136..148]).map_or_else(
+    for entry in tar::entries(d) {
+        let e = entry.map_err(reason)?;
+        let h = &e.header;
+        let data = util::slice(d, e.data, e.size, "tar member data")?;
+        let mut name = lossy(&e.path);
+        let show = |v: Option<u64>| v.map_or("?".to_owned(), |v| v.to_string());
+        let mut mtime = h.mtime().map_or_else(
             || "(unreadable)".to_owned(),
             |t| util::fmt_unix(i64::try_from(t).unwrap_or(i64::MAX)),
         );
-        let (mut uid, mut gid) = (
-            octal(&block[108..116]).map_or("?".to_owned(), |v| v.to_string()),
-            octal(&block[116..124]).map_or("?".to_owned(), |v| v.to_string()),
-        );
-        let (mut uname, mut gname) = if ustar {
-            (util::cstr(&block[265..297]), util::cstr(&block[297..329]))
+        let (mut uid, mut gid) = (show(h.uid()), show(h.gid()));
+        let (mut uname, mut gname) = if h.is_ustar() {
+            (lossy(h.uname()), lossy(h.gname()))
         } else {
             (String::new(), String::new())
         };
-        if let Some(n) = long_name.take() {
-            name = n;
-        }
-        if let Some(l) = long_link.take() {
-            link = l;
-        }
         let mut times = Vec::new();
-        for (k, v) in std::mem::take(&mut pax) {
-            match k.as_str() {
-                "path" => name = v,
-                "linkpath" => link = v,
-                "mtime" => mtime = pax_time(&v),
-                "atime" | "ctime" => times.push(format!("{k} {}", pax_time(&v))),
-                "uid" => uid = v,
-                "gid" => gid = v,
-                "uname" => uname = v,
-                "gname" => gname = v,
+        for (k, v) in &e.pax {
+            let v = lossy(v);
+            match k.as_slice() {
+                b"mtime" => mtime = pax_time(&v),
+                b"atime" | b"ctime" => times.push(format!("{} {}", lossy(k), pax_time(&v))),
+                b"uid" => uid = v,
+                b"gid" => gid = v,
+                b"uname" => uname = v,
+                b"gname" => gname = v,
                 _ => {}
             }
         }
         if !times.is_empty() {
             mtime = format!("{mtime}; {}", times.join("; "));
         }
-        if flag == b'g' {
+        if e.typeflag == b'g' {
             globals += 1;
             name = format!("(pax global header #{globals})");
         }
-        let mut m = Member::new(name, tar_kind(flag), Data::Raw(data));
-        m.mode = octal(&block[100..108]).map(|v| u32::try_from(v & 0o7777).unwrap_or(0));
+        let mut m = Member::new(name, tar_kind(e.typeflag), Data::Raw(data));
+        m.mode = h.mode().map(|v| u32::try_from(v & 0o7777).unwrap_or(0));
         m.owner = Some(format!("uid {uid} gid {gid} ({uname}/{gname})"));
         m.mtime = Some(mtime);
-        m.link = (!link.is_empty()).then_some(link);
-        if matches!(flag, b'3' | b'4') {
+        m.link = (!e.link.is_empty()).then(|| lossy(&e.link));
+        if matches!(e.typeflag, b'3' | b'4') {
             m.header.push((
                 "device",
                 format!(
                     "{}:{}",
-                    octal(&block[329..337]).unwrap_or(0),
-                    octal(&block[337..345]).unwrap_or(0)
+                    h.dev_major().unwrap_or(0),
+                    h.dev_minor().unwrap_or(0)
                 ),
             ));
         }
         out.push(m);
-        at = next;
     }
     Ok(out)
 }
@@ -618,76 +520,47 @@ pub(super) fn compare_tar(
 
 // ---- ar ----
 
-fn ar_number(field: &[u8], radix: u32) -> Option<u64> {
-    let s = std::str::from_utf8(field).ok()?.trim();
-    if s.is_empty() {
-        return Some(0);
-    }
-    u64::from_str_radix(s, radix).ok()
-}
-
 pub(super) fn read_ar(d: &[u8]) -> Result<Vec<Member<'_>>, String> {
-    if !d.starts_with(AR_MAGIC) {
-        return Err("no ar magic".to_owned());
-    }
     let mut out = Vec::new();
-    let mut at = AR_MAGIC.len();
     let mut names: &[u8] = &[];
-    while at < d.len() {
-        if d.len() - at == 1 && d[at] == b'\n' {
-            break;
-        }
-        let h = util::slice(d, at, 60, "ar header")?;
-        if &h[58..60] != b"`\n" {
-            return Err(format!("bad ar header at offset {at:#x}"));
-        }
-        let field = |r: std::ops::Range<usize>, radix: u32, what: &str| {
-            ar_number(&h[r], radix).ok_or_else(|| format!("bad ar {what} at offset {at:#x}"))
+    for member in ar::members(d) {
+        let m = member.map_err(reason)?;
+        let at = m.offset;
+        let h = &m.header;
+        let mut data = util::slice(d, m.data, m.size, "ar member data")?;
+        let name = match h.name_kind() {
+            ar::Name::Symbols => "(symbol table)".to_owned(),
+            ar::Name::LongNames => {
+                names = data;
+                "(long names)".to_owned()
+            }
+            ar::Name::Long(off) => lossy(
+                ar::long_name(names, off)
+                    .ok_or_else(|| format!("ar long name offset {off} out of range"))?,
+            ),
+            ar::Name::Bsd(len) => {
+                let n = data.get(..len).ok_or_else(|| {
+                    format!("ar BSD name of {len} bytes at offset {at:#x} runs past its member")
+                })?;
+                data = &data[len..];
+                util::cstr(n)
+            }
+            ar::Name::Plain(n) => lossy(n.strip_suffix(b"/").unwrap_or(n)),
         };
-        let size = usize::try_from(field(48..58, 10, "size")?)
-            .map_err(|_| format!("ar member too large at {at:#x}"))?;
-        let mut data = util::slice(d, at + 60, size, "ar member data")?;
-        let raw_name = String::from_utf8_lossy(&h[..16]).trim_end().to_owned();
-        let name = if raw_name == "/" || raw_name == "/SYM64/" {
-            "(symbol table)".to_owned()
-        } else if raw_name == "//" {
-            names = data;
-            "(long names)".to_owned()
-        } else if let Some(off) = raw_name
-            .strip_prefix('/')
-            .and_then(|o| o.parse::<usize>().ok())
-        {
-            let rest = names
-                .get(off..)
-                .ok_or_else(|| format!("ar long name offset {off} out of range"))?;
-            let end = rest
-                .windows(2)
-                .position(|w| w == b"/\n")
-                .or_else(|| rest.iter().position(|&c| c == b'\n'))
-                .unwrap_or(rest.len());
-            String::from_utf8_lossy(&rest[..end]).into_owned()
-        } else if let Some(len) = raw_name
-            .strip_prefix("#1/")
-            .and_then(|l| l.parse::<usize>().ok())
-        {
-            let n = util::slice(data, 0, len, "ar BSD name")?;
-            data = &data[len..];
-            util::cstr(n)
-        } else {
-            raw_name.strip_suffix('/').unwrap_or(&raw_name).to_owned()
+        let field = |v: Option<u64>, what: &str| {
+            v.ok_or_else(|| format!("bad ar {what} at offset {at:#x}"))
         };
         let mut m = Member::new(name, "file", Data::Raw(data));
         m.mtime = Some(util::fmt_unix(
-            i64::try_from(field(16..28, 10, "mtime")?).unwrap_or(i64::MAX),
+            i64::try_from(field(h.mtime(), "mtime")?).unwrap_or(i64::MAX),
         ));
         m.owner = Some(format!(
             "uid {} gid {}",
-            field(28..34, 10, "uid")?,
-            field(34..40, 10, "gid")?
+            field(h.uid(), "uid")?,
+            field(h.gid(), "gid")?
         ));
-        m.mode = Some(u32::try_from(field(40..48, 8, "mode")? & 0o7777).unwrap_or(0));
+        m.mode = Some(u32::try_from(field(h.mode(), "mode")? & 0o7777).unwrap_or(0));
         out.push(m);
-        at += 60 + size + size % 2;
     }
     Ok(out)
 }
@@ -876,13 +749,13 @@ pub(super) mod tests {
             h
         };
         let a = [
-            AR_MAGIC.to_vec(),
+            ar::MAGIC.to_vec(),
             entry("a.o/", 10, b"abc"),
             entry("b.o/", 10, b"xy"),
         ]
         .concat();
         let b = [
-            AR_MAGIC.to_vec(),
+            ar::MAGIC.to_vec(),
             entry("a.o/", 20, b"abc"),
             entry("b.o/", 10, b"xy"),
         ]

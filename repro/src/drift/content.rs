@@ -6,6 +6,7 @@ use std::time::Duration;
 use similar::{Algorithm, ChangeTag, TextDiff};
 
 use super::{Ctx, DriftKind, Format, MAX_ARCHIVE_DEPTH, archive, elf, gzip, hints, util, zip};
+use crate::formats;
 
 /// How long the line diff of one file may search for a minimal diff before settling for
 /// a larger one.
@@ -19,11 +20,11 @@ pub(super) const MAX_TEXT_DIFF_BYTES: usize = 16 << 20;
 pub(super) fn detect(d: &[u8]) -> Option<Format> {
     if d.starts_with(b"\x7fELF") {
         Some(Format::Elf)
-    } else if d.starts_with(&[0x1f, 0x8b]) {
+    } else if d.starts_with(&formats::gzip::MAGIC) {
         Some(Format::Gzip)
-    } else if d.starts_with(b"PK\x03\x04") || d.starts_with(b"PK\x05\x06") {
+    } else if formats::zip::sniff(d) {
         Some(Format::Zip)
-    } else if d.starts_with(archive::AR_MAGIC) {
+    } else if formats::ar::sniff(d) {
         Some(Format::Ar)
     } else if archive::looks_like_tar(d) {
         Some(Format::Tar)

@@ -82,11 +82,11 @@ fn read(d: &[u8]) -> Result<Elf<'_>, String> {
             u32::from(r.u16(0x32).ok_or_else(cut)?),
         )
     };
-    let header = util::slice(d, 0, usize::from(ehsize), "ELF header")?;
+    let header = util::slice(d, 0, u64::from(ehsize), "ELF header")?;
     let program_headers = util::slice(
         d,
-        to(phoff)?,
-        usize::from(phentsize) * usize::from(phnum),
+        phoff,
+        u64::from(phentsize) * u64::from(phnum),
         "ELF program headers",
     )?;
     let shoff = to(shoff)?;
@@ -108,7 +108,7 @@ fn read(d: &[u8]) -> Result<Elf<'_>, String> {
             .checked_mul(shentsize)
             .and_then(|o| o.checked_add(shoff))
             .ok_or_else(|| "ELF section header out of range".to_owned())?;
-        util::slice(d, at, shentsize, "ELF section header")?;
+        util::slice(d, at as u64, shentsize as u64, "ELF section header")?;
         let c = || "ELF section header cut short".to_owned();
         Ok(if class64 {
             Shdr {
@@ -148,7 +148,7 @@ fn read(d: &[u8]) -> Result<Elf<'_>, String> {
         if h.kind == SHT_NOBITS {
             Ok(&[])
         } else {
-            util::slice(d, to(h.offset)?, to(h.size)?, "ELF section")
+            util::slice(d, h.offset, h.size, "ELF section")
         }
     };
     let names = match headers.get(shstrndx as usize) {

@@ -1,6 +1,8 @@
-//! Small helpers: hex dumps, civil time, byte-field parsing.
+//! Small helpers: hex dumps, UTC times, byte-field parsing.
 
 use std::fmt::Write as _;
+
+use crate::formats::{self, Source as _, civil_from_days};
 
 /// A `hexdump -C`-like dump of `d[start..end]`, 16 bytes a line.
 pub(super) fn hexdump(d: &[u8], start: usize, end: usize) -> String {
@@ -85,28 +87,9 @@ pub(super) fn utc(t: i64) -> String {
     )
 }
 
-/// The proleptic Gregorian date of a day count since 1970-01-01.
-pub(super) fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (
-        y,
-        u32::try_from(m).unwrap_or(1),
-        u32::try_from(d).unwrap_or(1),
-    )
-}
-
 /// A NUL-terminated (or full-width) string field.
 pub(super) fn cstr(d: &[u8]) -> String {
-    let end = d.iter().position(|&c| c == 0).unwrap_or(d.len());
-    String::from_utf8_lossy(&d[..end]).into_owned()
+    String::from_utf8_lossy(formats::text(d)).into_owned()
 }
 
 /// Reads little- or big-endian integers at offsets, `None` past the end.
@@ -145,26 +128,11 @@ impl Bytes<'_> {
     }
 }
 
-/// A little-endian reader (zip, gzip).
-pub(super) fn le(d: &[u8]) -> Bytes<'_> {
-    Bytes { d, big: false }
-}
-
 /// `d[at..at + len]`, or an error naming what was cut.
-pub(super) fn slice<'d>(
-    d: &'d [u8],
-    at: usize,
-    len: usize,
-    what: &str,
-) -> Result<&'d [u8], String> {
-    at.checked_add(len)
-        .and_then(|end| d.get(at..end))
-        .ok_or_else(|| {
-            format!(
-                "{what} at offset {at:#x} runs past the end ({:#x} bytes)",
-                d.len()
-            )
-        })
+pub(super) fn slice<'d>(d: &'d [u8], at: u64, len: u64, what: &str) -> Result<&'d [u8], String> {
+    let end = d.end_of(at, len, what).map_err(|e| e.to_string())?;
+    // Both are within `d`: they fit a usize.
+    Ok(&d[at as usize..end as usize])
 }
 
 /// Lowercase hex.

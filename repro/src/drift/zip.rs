@@ -1,14 +1,13 @@
-//! zip (jar, wheel, apk…): the central directory read by hand, members' DOS times and
-//! extended timestamps, Unix modes and owners, compression, and their data.
+//! zip (jar, wheel, apk…): members' DOS times and extended timestamps, Unix modes and
+//! owners, compression, and their data, from the central directory.
 
-use super::archive::{Data, Drifts, Member, compare_members};
+use super::archive::{Data, Drifts, Member, compare_members, reason};
 use super::{Ctx, DriftKind, Field, Format, util};
-
-const EOCD: &[u8] = b"PK\x05\x06";
-const EOCD64: &[u8] = b"PK\x06\x06";
-const LOCATOR64: &[u8] = b"PK\x06\x07";
-const CENTRAL: &[u8] = b"PK\x01\x02";
-const LOCAL: &[u8] = b"PK\x03\x04";
+use crate::formats::zip::{
+    EXTRA_ZIP64, Extra, FLAG_ENCRYPTED, HOST_UNIX, METHOD_DEFLATED, METHOD_STORED, ZIP64_16,
+    ZIP64_32, dos_fields, extra_fields, read_central, read_end, read_local, read_zip64_end,
+};
+use crate::formats::{le16, le32};
 
 /// A zip archive: its members and its comment.
 #[derive(Debug)]
@@ -18,21 +17,14 @@ pub(super) struct Zip<'d> {
 }
 
 fn dos_time(date: u16, time: u16) -> String {
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} (DOS time)",
-        1980 + (date >> 9),
-        (date >> 5) & 0xf,
-        date & 0x1f,
-        time >> 11,
-        (time >> 5) & 0x3f,
-        (time & 0x1f) * 2
-    )
+    let (y, mo, d, h, mi, s) = dos_fields(date, time);
+    format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02} (DOS time)")
 }
 
 fn method(m: u16) -> String {
     match m {
-        0 => "stored".to_owned(),
-        8 => "deflate".to_owned(),
+        METHOD_STORED => "stored".to_owned(),
+        METHOD_DEFLATED => "deflate".to_owned(),
         9 => "deflate64".to_owned(),
         12 => "bzip2".to_owned(),
         14 => "lzma".to_owned(),
@@ -42,148 +34,79 @@ fn method(m: u16) -> String {
     }
 }
 
-fn eocd(d: &[u8]) -> Result<usize, String> {
-    let lowest = d.len().saturating_sub(22 + 0xffff);
-    (lowest..=d.len().saturating_sub(22))
-        .rev()
-        .find(|&i| d[i..].starts_with(EOCD))
-        .filter(|_| d.len() >= 22)
-        .ok_or_else(|| "no zip end of central directory".to_owned())
+/// What the extra fields this report reads say: a Unix mtime, an owner; the others as
+/// `id:hex`.
+fn extras(extra: &[u8]) -> (Option<i64>, Option<String>, Vec<String>) {
+    let (mut unix_mtime, mut owner, mut other) = (None, None, Vec::new());
+    for field in extra_fields(extra) {
+        let (id, body) = match field {
+            Extra::Field(id, body) => (id, body),
+            Extra::Malformed(tail) => {
+                other.push(format!("cut:{}", util::hex(tail)));
+                continue;
+            }
+        };
+        match id {
+            // The zip64 values are read from the entry.
+            EXTRA_ZIP64 => {}
+            // Extended timestamp: flags, then the mtime when flag 1 says so.
+            0x5455 if body.first().is_some_and(|f| f & 1 != 0) && body.len() >= 5 => {
+                unix_mtime = Some(i64::from(le32(body, 1)));
+            }
+            // Info-ZIP Unix (new): version, uid size, uid, gid size, gid (little-endian).
+            0x7875 => {
+                let uid_len = usize::from(*body.get(1).unwrap_or(&0));
+                let num = |s: &[u8]| s.iter().rev().fold(0u64, |v, &c| v << 8 | u64::from(c));
+                let uid = body.get(2..2 + uid_len).map(num);
+                let gid_len = usize::from(*body.get(2 + uid_len).unwrap_or(&0));
+                let gid = body.get(3 + uid_len..3 + uid_len + gid_len).map(num);
+                owner = Some(format!(
+                    "uid {} gid {}",
+                    uid.map_or("?".to_owned(), |v| v.to_string()),
+                    gid.map_or("?".to_owned(), |v| v.to_string())
+                ));
+            }
+            // PKWARE Unix: atime, mtime, uid, gid.
+            0x000d if body.len() >= 12 => {
+                unix_mtime = Some(i64::from(le32(body, 4)));
+                owner = Some(format!("uid {} gid {}", le16(body, 8), le16(body, 10)));
+            }
+            _ => other.push(format!("{id:#06x}:{}", util::hex(body))),
+        }
+    }
+    (unix_mtime, owner, other)
 }
 
 pub(super) fn read(d: &[u8]) -> Result<Zip<'_>, String> {
-    let r = util::le(d);
-    let end = eocd(d)?;
-    let cut = || "zip end record cut short".to_owned();
-    let mut entries = u64::from(r.u16(end + 10).ok_or_else(cut)?);
-    let mut cd_off = u64::from(r.u32(end + 16).ok_or_else(cut)?);
-    let comment_len = usize::from(r.u16(end + 20).ok_or_else(cut)?);
-    let comment =
-        String::from_utf8_lossy(util::slice(d, end + 22, comment_len, "zip comment")?).into_owned();
-    if (entries == 0xffff || cd_off == 0xffff_ffff)
-        && end >= 20
-        && d[end - 20..].starts_with(LOCATOR64)
+    let end = read_end(d).map_err(reason)?;
+    let comment = String::from_utf8_lossy(&end.comment).into_owned();
+    let (mut entries, mut cd_off) = (u64::from(end.entries), u64::from(end.cd_offset));
+    if let Some(at) = end
+        .zip64
+        .filter(|_| end.entries == ZIP64_16 || end.cd_offset == ZIP64_32)
     {
-        let at = usize::try_from(r.u64(end - 20 + 8).ok_or_else(cut)?)
-            .map_err(|_| "zip64 end record out of range".to_owned())?;
-        if !d.get(at..).is_some_and(|s| s.starts_with(EOCD64)) {
-            return Err(format!("no zip64 end record at offset {at:#x}"));
-        }
-        entries = r.u64(at + 32).ok_or_else(cut)?;
-        cd_off = r.u64(at + 48).ok_or_else(cut)?;
+        let z = read_zip64_end(d, at).map_err(reason)?;
+        (entries, cd_off) = (z.entries, z.cd_offset);
     }
-    let mut at = usize::try_from(cd_off).map_err(|_| "zip directory out of range".to_owned())?;
+    let mut at = cd_off;
     let mut members = Vec::new();
     for _ in 0..entries {
-        let h = util::slice(d, at, 46, "zip central directory entry")?;
-        if !h.starts_with(CENTRAL) {
-            return Err(format!("bad zip central directory entry at offset {at:#x}"));
-        }
-        let h = util::le(h);
-        let field16 = |o: usize| h.u16(o).unwrap_or(0);
-        let field32 = |o: usize| h.u32(o).unwrap_or(0);
-        let made_by = field16(4);
-        let flags = field16(8);
-        let meth = field16(10);
-        let (time, date) = (field16(12), field16(14));
-        let mut csize = u64::from(field32(20));
-        let mut usize_ = u64::from(field32(24));
-        let (name_len, extra_len, comment_len) = (
-            usize::from(field16(28)),
-            usize::from(field16(30)),
-            usize::from(field16(32)),
-        );
-        let ext_attr = field32(38);
-        let mut local = u64::from(field32(42));
-        let name_b = util::slice(d, at + 46, name_len, "zip member name")?;
-        let name = String::from_utf8_lossy(name_b).into_owned();
-        let extra = util::slice(d, at + 46 + name_len, extra_len, "zip extra field")?;
-        let member_comment = util::slice(
-            d,
-            at + 46 + name_len + extra_len,
-            comment_len,
-            "zip member comment",
-        )?;
-        at += 46 + name_len + extra_len + comment_len;
-
-        // Extra fields: times, owners, zip64 sizes; the rest is compared as bytes.
-        let mut unix_mtime = None;
-        let mut owner = None;
-        let mut other = Vec::new();
-        let mut e = extra;
-        while e.len() >= 4 {
-            let er = util::le(e);
-            let (id, len) = (er.u16(0).unwrap_or(0), usize::from(er.u16(2).unwrap_or(0)));
-            let Some(body) = e.get(4..4 + len) else {
-                other.push(format!("cut:{}", util::hex(e)));
-                break;
-            };
-            let br = util::le(body);
-            match id {
-                0x0001 => {
-                    let mut o = 0;
-                    if usize_ == 0xffff_ffff {
-                        usize_ = br.u64(o).unwrap_or(usize_);
-                        o += 8;
-                    }
-                    if csize == 0xffff_ffff {
-                        csize = br.u64(o).unwrap_or(csize);
-                        o += 8;
-                    }
-                    if local == 0xffff_ffff {
-                        local = br.u64(o).unwrap_or(local);
-                    }
-                }
-                0x5455 if body.first().is_some_and(|f| f & 1 != 0) => {
-                    unix_mtime = br.u32(1).map(i64::from);
-                }
-                0x7875 => {
-                    let uid_len = usize::from(*body.get(1).unwrap_or(&0));
-                    let num = |s: &[u8]| s.iter().rev().fold(0u64, |v, &c| v << 8 | u64::from(c));
-                    let uid = body.get(2..2 + uid_len).map(num);
-                    let gid_len = usize::from(*body.get(2 + uid_len).unwrap_or(&0));
-                    let gid = body.get(3 + uid_len..3 + uid_len + gid_len).map(num);
-                    owner = Some(format!(
-                        "uid {} gid {}",
-                        uid.map_or("?".to_owned(), |v| v.to_string()),
-                        gid.map_or("?".to_owned(), |v| v.to_string())
-                    ));
-                }
-                0x000d => {
-                    unix_mtime = br.u32(4).map(i64::from);
-                    owner = Some(format!(
-                        "uid {} gid {}",
-                        br.u16(8).unwrap_or(0),
-                        br.u16(10).unwrap_or(0)
-                    ));
-                }
-                _ => other.push(format!("{id:#06x}:{}", util::hex(body))),
-            }
-            e = &e[(4 + len).min(e.len())..];
-        }
-
-        let lr = util::le(d);
-        let lo = usize::try_from(local).map_err(|_| "zip local header out of range".to_owned())?;
-        if !d.get(lo..).is_some_and(|s| s.starts_with(LOCAL)) {
-            return Err(format!(
-                "no zip local header for {name:?} at offset {lo:#x}"
-            ));
-        }
-        let cut = || format!("zip local header for {name:?} cut short");
-        let data_at = lo
-            + 30
-            + usize::from(lr.u16(lo + 26).ok_or_else(cut)?)
-            + usize::from(lr.u16(lo + 28).ok_or_else(cut)?);
-        let csize = usize::try_from(csize).map_err(|_| "zip member too large".to_owned())?;
-        let stored = util::slice(d, data_at, csize, "zip member data")?;
-        let data = match meth {
-            _ if flags & 1 != 0 => Data::Opaque(stored),
-            0 => Data::Raw(stored),
-            8 => Data::Deflate(stored),
+        let c = read_central(d, at).map_err(reason)?;
+        at += c.record_len();
+        let name = String::from_utf8_lossy(&c.name).into_owned();
+        let values = c.zip64_values();
+        let (unix_mtime, owner, other) = extras(&c.extra);
+        let local =
+            read_local(d, values.local_offset).map_err(|e| format!("{name:?}: {}", reason(e)))?;
+        let stored = util::slice(d, local.data_offset, values.compressed, "zip member data")?;
+        let data = match c.info.method {
+            _ if c.info.flags & FLAG_ENCRYPTED != 0 => Data::Opaque(stored),
+            METHOD_STORED => Data::Raw(stored),
+            METHOD_DEFLATED => Data::Deflate(stored),
             _ => Data::Opaque(stored),
         };
-        let unix = made_by >> 8 == 3;
-        let file_type = ext_attr >> 16 & 0o170_000;
+        let unix = c.made_by >> 8 == HOST_UNIX;
+        let file_type = c.external_attr >> 16 & 0o170_000;
         let kind = if name.ends_with('/') || (unix && file_type == 0o040_000) {
             "directory"
         } else if unix && file_type == 0o120_000 {
@@ -192,30 +115,29 @@ pub(super) fn read(d: &[u8]) -> Result<Zip<'_>, String> {
             "file"
         };
         let mut m = Member::new(name, kind, data);
-        let mut mtime = dos_time(date, time);
+        let mut mtime = dos_time(c.info.date, c.info.time);
         if let Some(t) = unix_mtime {
             mtime = format!("{mtime}; unix {}", util::fmt_unix(t));
         }
         m.mtime = Some(mtime);
-        m.mode = unix.then_some(ext_attr >> 16 & 0o7777);
+        m.mode = unix.then_some(c.external_attr >> 16 & 0o7777);
         m.owner = owner;
-        m.compression = Some(method(meth));
+        m.compression = Some(method(c.info.method));
         m.header
-            .push(("version made by", format!("{made_by:#06x}")));
-        m.header.push(("flags", format!("{flags:#06x}")));
-        m.header.push(("uncompressed size", usize_.to_string()));
+            .push(("version made by", format!("{:#06x}", c.made_by)));
+        m.header.push(("flags", format!("{:#06x}", c.info.flags)));
+        m.header
+            .push(("uncompressed size", values.uncompressed.to_string()));
         if !unix {
             m.header
-                .push(("external attributes", format!("{ext_attr:#010x}")));
+                .push(("external attributes", format!("{:#010x}", c.external_attr)));
         }
         if !other.is_empty() {
             m.header.push(("extra fields", other.join(" ")));
         }
-        if !member_comment.is_empty() {
-            m.header.push((
-                "comment",
-                String::from_utf8_lossy(member_comment).into_owned(),
-            ));
+        if !c.comment.is_empty() {
+            m.header
+                .push(("comment", String::from_utf8_lossy(&c.comment).into_owned()));
         }
         members.push(m);
     }
@@ -251,6 +173,11 @@ pub(super) mod tests {
 
     use super::super::CompareOptions;
     use super::*;
+    use crate::formats::zip::{CENTRAL_SIG, EOCD_SIG, LOCAL_SIG};
+
+    const LOCAL: &[u8] = &LOCAL_SIG.to_le_bytes();
+    const CENTRAL: &[u8] = &CENTRAL_SIG.to_le_bytes();
+    const EOCD: &[u8] = &EOCD_SIG.to_le_bytes();
 
     /// A zip of `(name, data, dos date, dos time, deflate)` entries.
     pub(in super::super) fn zip(entries: &[(&str, &[u8], u16, u16, bool)]) -> Vec<u8> {

@@ -2,23 +2,13 @@
 //! deterministic mode (`ar D`) writes: time 0, uid and gid 0, mode 644 (the symbol table:
 //! mode 0). Member order and data, the symbol table and the long-name table are kept:
 //! the order is part of what the archive means (the linker searches members in order), so
-//! it is not sorted. Hand-written: a header is 60 fixed ASCII bytes.
+//! it is not sorted.
 
 use std::io::Write;
 
-use super::{Fail, Input, Kind, parse_ascii_number, wr};
-
-const MAGIC: &[u8; 8] = b"!<arch>\n";
-const HEADER: usize = 60;
-
-/// Whether `head` starts like an `ar` archive (not a thin one: its members live elsewhere).
-pub(super) fn sniff(head: &[u8]) -> bool {
-    head.starts_with(MAGIC)
-}
-
-fn corrupt(detail: String) -> Fail {
-    Fail::Corrupt(Kind::Ar, detail)
-}
+use super::{Fail, Input, Kind, wr};
+use crate::formats::Source;
+use crate::formats::ar::{HEADER, Header, MAGIC, Name, members};
 
 /// Writes `value` left-justified and space-padded into `field`.
 fn put(field: &mut [u8], value: &[u8]) {
@@ -27,15 +17,15 @@ fn put(field: &mut [u8], value: &[u8]) {
 }
 
 /// The normalised form of a member header.
-fn normalize_header(hdr: &[u8; HEADER]) -> [u8; HEADER] {
-    let mut out = *hdr;
-    let name = &hdr[..16];
-    // The GNU/SysV long-name table has no time, owner or mode: GNU ar leaves them blank.
-    if name.starts_with(b"// ") {
-        return out;
-    }
-    // The symbol table (`/`, `/SYM64/`): GNU ar D writes mode 0 for it.
-    let symbols = name.starts_with(b"/ ") || name.starts_with(b"/SYM64/ ");
+fn normalize_header(hdr: &Header) -> [u8; HEADER] {
+    let mut out = hdr.0;
+    let symbols = match hdr.name_kind() {
+        // The GNU/SysV long-name table has no time, owner or mode: GNU ar leaves them blank.
+        Name::LongNames => return out,
+        // The symbol table (`/`, `/SYM64/`): GNU ar D writes mode 0 for it.
+        Name::Symbols => true,
+        _ => false,
+    };
     put(&mut out[16..28], b"0");
     put(&mut out[28..34], b"0");
     put(&mut out[34..40], b"0");
@@ -46,33 +36,14 @@ fn normalize_header(hdr: &[u8; HEADER]) -> [u8; HEADER] {
 /// Writes `input` with every member header normalised; the data is copied as it is.
 pub(super) fn normalize(input: &Input, out: &mut dyn Write) -> Result<(), Fail> {
     wr(out, MAGIC)?;
-    let mut pos = MAGIC.len() as u64;
-    while pos < input.len {
-        let mut hdr = [0u8; HEADER];
-        input.read_exact_at(pos, &mut hdr, Kind::Ar, "member header")?;
-        if &hdr[58..60] != b"`\n" {
-            return Err(corrupt(format!("bad member header at offset {pos}")));
-        }
-        let size = parse_ascii_number(&hdr[48..58], 10)
-            .ok_or_else(|| corrupt(format!("bad member size at offset {pos}")))?;
-        let data = pos + HEADER as u64;
-        let end = data
-            .checked_add(size)
-            .filter(|&e| e <= input.len)
-            .ok_or_else(|| corrupt(format!("truncated member at offset {pos}")))?;
-        wr(out, &normalize_header(&hdr))?;
-        input.copy_to(data, size, out, Kind::Ar)?;
-        pos = end;
-        if size % 2 == 1 {
-            // Members are 2-aligned with a newline; the last one's may be missing.
-            if pos < input.len {
-                let mut pad = [0u8; 1];
-                input.read_exact_at(pos, &mut pad, Kind::Ar, "padding")?;
-                if pad[0] != b'\n' {
-                    return Err(corrupt(format!("bad padding byte at offset {pos}")));
-                }
-                pos += 1;
-            }
+    for member in members(input) {
+        let m = member.map_err(Fail::format(Kind::Ar))?;
+        wr(out, &normalize_header(&m.header))?;
+        input
+            .copy_to(m.data, m.size, out, "member")
+            .map_err(Fail::format(Kind::Ar))?;
+        if m.size % 2 == 1 {
+            // Members are 2-aligned with a newline (also after the last one).
             wr(out, b"\n")?;
         }
     }

@@ -1,6 +1,6 @@
 //! Gzip (RFC 1952): each member's header loses its time, file name, comment and header
 //! CRC, and names Unix as its system; the compressed data and trailer are copied as they
-//! are (after inflating them once to check them). Hand-written: a header is a few bytes.
+//! are (after inflating them once to check them).
 
 use std::io::{self, Write};
 
@@ -8,91 +8,12 @@ use flate2::Compression;
 use flate2::Crc;
 use flate2::write::DeflateEncoder;
 
-use super::deflate::inflate;
 use super::{Fail, Input, Kind, wr};
-
-const FTEXT: u8 = 0x01;
-const FHCRC: u8 = 0x02;
-const FEXTRA: u8 = 0x04;
-const FNAME: u8 = 0x08;
-const FCOMMENT: u8 = 0x10;
-const RESERVED: u8 = 0xe0;
+use crate::formats::Source;
+use crate::formats::gzip::{FEXTRA, FTEXT, Header, read_members};
 
 /// The OS byte written: 3 (Unix), what GNU gzip and zlib write on Linux.
 const OS_UNIX: u8 = 3;
-
-/// Whether `head` starts like a gzip member (magic and the deflate method).
-pub(super) fn sniff(head: &[u8]) -> bool {
-    head.starts_with(&[0x1f, 0x8b, 0x08])
-}
-
-fn corrupt(detail: String) -> Fail {
-    Fail::Corrupt(Kind::Gzip, detail)
-}
-
-/// A parsed member header.
-struct Header {
-    flags: u8,
-    xfl: u8,
-    extra: Option<Vec<u8>>,
-    /// Where the compressed data starts.
-    data: u64,
-}
-
-/// Reads the member header at `pos`.
-fn read_header(input: &Input, pos: u64) -> Result<Header, Fail> {
-    let mut fixed = [0u8; 10];
-    input.read_exact_at(pos, &mut fixed, Kind::Gzip, "member header")?;
-    if !sniff(&fixed) {
-        return Err(corrupt(format!("no gzip member at offset {pos}")));
-    }
-    let flags = fixed[3];
-    if flags & RESERVED != 0 {
-        return Err(corrupt(format!(
-            "reserved header flags {flags:#04x} set in the member at offset {pos}"
-        )));
-    }
-    let mut at = pos + 10;
-    let mut extra = None;
-    if flags & FEXTRA != 0 {
-        let mut len = [0u8; 2];
-        input.read_exact_at(at, &mut len, Kind::Gzip, "extra field")?;
-        let len = u16::from_le_bytes(len);
-        let mut field = vec![0; usize::from(len)];
-        input.read_exact_at(at + 2, &mut field, Kind::Gzip, "extra field")?;
-        at += 2 + u64::from(len);
-        extra = Some(field);
-    }
-    for flag in [FNAME, FCOMMENT] {
-        if flags & flag != 0 {
-            at = skip_zero_terminated(input, at)?;
-        }
-    }
-    if flags & FHCRC != 0 {
-        at += 2;
-    }
-    Ok(Header {
-        flags,
-        xfl: fixed[8],
-        extra,
-        data: at,
-    })
-}
-
-/// The offset just past the NUL that ends the string at `at`.
-fn skip_zero_terminated(input: &Input, mut at: u64) -> Result<u64, Fail> {
-    let mut buf = [0u8; 256];
-    loop {
-        let n = input.read_at(at, &mut buf)?;
-        if n == 0 {
-            return Err(corrupt(format!("truncated header string at offset {at}")));
-        }
-        if let Some(i) = buf[..n].iter().position(|&b| b == 0) {
-            return Ok(at + i as u64 + 1);
-        }
-        at += n as u64;
-    }
-}
 
 /// The normalised header bytes for `h`.
 fn header_bytes(h: &Header) -> Vec<u8> {
@@ -105,70 +26,27 @@ fn header_bytes(h: &Header) -> Vec<u8> {
     out
 }
 
-/// Walks every member, checking it (the inflated bytes go to `sink`), and calls `member`
-/// with its header and the range of its compressed data plus trailer. Returns the range of
-/// trailing zero bytes after the last member, if any (gzip tolerates them: kept).
-fn members(
-    input: &Input,
-    sink: &mut dyn Write,
-    mut member: impl FnMut(&Header, u64, u64) -> Result<(), Fail>,
-) -> Result<Option<(u64, u64)>, Fail> {
-    let mut pos = 0u64;
-    loop {
-        let h = read_header(input, pos)?;
-        let inflated = inflate(input, h.data, input.len, u64::MAX, sink, Kind::Gzip)?;
-        let trailer = h.data + inflated.consumed;
-        let mut t = [0u8; 8];
-        input.read_exact_at(trailer, &mut t, Kind::Gzip, "member trailer")?;
-        let crc = u32::from_le_bytes([t[0], t[1], t[2], t[3]]);
-        let isize = u32::from_le_bytes([t[4], t[5], t[6], t[7]]);
-        if crc != inflated.crc {
-            return Err(corrupt(format!(
-                "crc mismatch in the member at offset {pos}: stored {crc:#010x}, data {:#010x}",
-                inflated.crc
-            )));
-        }
-        if u64::from(isize) != inflated.size & 0xffff_ffff {
-            return Err(corrupt(format!(
-                "size mismatch in the member at offset {pos}: stored {isize}, data {}",
-                inflated.size
-            )));
-        }
-        member(&h, h.data, trailer + 8)?;
-        pos = trailer + 8;
-        if pos == input.len {
-            return Ok(None);
-        }
-        let mut magic = [0u8; 2];
-        let n = input.read_at(pos, &mut magic)?;
-        if n == 2 && magic == [0x1f, 0x8b] {
-            continue;
-        }
-        // Zero padding (tape blocking) is tolerated by gzip: keep it. Anything else is not.
-        if input.zero_from(pos)? {
-            return Ok(Some((pos, input.len - pos)));
-        }
-        return Err(corrupt(format!(
-            "trailing data after the last member, at offset {pos}"
-        )));
-    }
-}
-
-/// Writes `input` with every member header normalised.
+/// Writes `input` with every member header normalised; zero padding after the last
+/// member is kept.
 pub(super) fn normalize(input: &Input, out: &mut dyn Write) -> Result<(), Fail> {
-    let padding = members(input, &mut io::sink(), |h, from, to| {
-        wr(out, &header_bytes(h))?;
-        input.copy_to(from, to - from, out, Kind::Gzip)
-    })?;
-    if let Some((from, len)) = padding {
-        input.copy_to(from, len, out, Kind::Gzip)?;
+    let read = read_members(input, &mut io::sink()).map_err(Fail::format(Kind::Gzip))?;
+    for m in &read.members {
+        wr(out, &header_bytes(&m.header))?;
+        input
+            .copy_to(m.header.data, m.end - m.header.data, out, "member")
+            .map_err(Fail::format(Kind::Gzip))?;
+    }
+    if let Some(from) = read.padding {
+        input
+            .copy_to(from, input.len - from, out, "padding")
+            .map_err(Fail::format(Kind::Gzip))?;
     }
     Ok(())
 }
 
 /// Writes the decompressed content of every member of `input` to `out`, checking each.
 pub(super) fn decompress(input: &Input, out: &mut dyn Write) -> Result<(), Fail> {
-    members(input, out, |_, _, _| Ok(()))?;
+    read_members(input, out).map_err(Fail::format(Kind::Gzip))?;
     Ok(())
 }
 
@@ -225,6 +103,7 @@ mod tests {
     use super::super::tests_support::{SDE, gz, normalize_bytes, tar, write_temp};
     use super::super::{NormalizeError, Normalized, normalize_file, normalize_tar_gz};
     use super::*;
+    use crate::formats::gzip::FHCRC;
 
     fn gunzip(bytes: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();

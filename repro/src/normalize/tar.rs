@@ -4,20 +4,20 @@
 //! records carrying times, owners or inode numbers are dropped, GNU long names become pax
 //! records. Member data is copied as it is.
 //!
-//! Hand-written rather than with the tar crate: the output is a canonical header layout of
-//! this module's choosing, and reading needs the raw header fields (to drop what the crate
-//! would carry over) plus two passes over the file (index, then copy in sorted order).
+//! Written by hand (with the reader in `formats::tar`) rather than with the tar crate: the
+//! output is a canonical header layout of this module's choosing, and reading needs the
+//! raw header fields (to drop what the crate would carry over) plus two passes over the
+//! file (index, then copy in sorted order).
 
 use std::collections::HashMap;
 use std::io::Write;
 
-use super::{Fail, Input, Kind, parse_ascii_number, wr};
+use super::{Fail, Input, Kind, wr};
+use crate::formats::Source;
+use crate::formats::tar::{BLOCK, Header, MAX_EXTENDED, Records, entries};
 
-const BLOCK: usize = 512;
 /// GNU tar's default record size: the output is padded to a multiple of it.
 const RECORD: u64 = 20 * BLOCK as u64;
-/// Extended headers (pax, GNU long names) larger than this are refused.
-const MAX_EXTENDED: u64 = 1 << 20;
 /// The largest value an 11-digit octal field holds.
 const MAX_OCTAL_11: u64 = 0o777_7777_7777;
 /// The name of the pax extended headers written.
@@ -54,84 +54,28 @@ fn unsupported(detail: String) -> Fail {
 /// Whether the first block is a tar header (its checksum holds), or the file is an empty
 /// tar (only zero blocks).
 pub(super) fn sniff(head: &[u8], input: &Input) -> bool {
-    let Some(block) = head.get(..BLOCK) else {
+    let Some(header) = Header::at_start(head) else {
         return false;
     };
-    if block.iter().all(|&b| b == 0) {
+    if header.is_zero() {
         return input.len >= 2 * BLOCK as u64
             && input.len % BLOCK as u64 == 0
             && input.zero_from(0).unwrap_or(false);
     }
-    checksum_ok(block)
+    header.checksum_ok()
 }
 
-fn checksum_ok(block: &[u8]) -> bool {
-    let Some(stored) = parse_ascii_number(&block[148..156], 8) else {
-        return false;
-    };
-    let (mut unsigned, mut signed) = (0u64, 0i64);
-    for (i, &b) in block.iter().enumerate() {
-        let b = if (148..156).contains(&i) { b' ' } else { b };
-        unsigned += u64::from(b);
-        signed += i64::from(b as i8);
-    }
-    stored == unsigned || i64::try_from(stored).is_ok_and(|s| s == signed)
-}
-
-/// A numeric header field: octal ASCII, or GNU base-256 (high bit set; negative refused).
-fn number(field: &[u8]) -> Option<u64> {
-    if field[0] & 0x80 == 0 {
-        return parse_ascii_number(field, 8);
-    }
-    if field[0] & 0x40 != 0 {
-        return None;
-    }
-    let mut v = u64::from(field[0] & 0x7f);
-    for &b in &field[1..] {
-        v = v.checked_mul(256)?.checked_add(u64::from(b))?;
-    }
-    Some(v)
-}
-
-/// A NUL-terminated (or full-width) string field.
-fn text(field: &[u8]) -> &[u8] {
-    let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
-    &field[..end]
-}
-
-type Records = Vec<(Vec<u8>, Vec<u8>)>;
-
-/// Parses pax extended header data (`"LEN key=value\n"` records).
-fn parse_pax(data: &[u8], at: u64) -> Result<Records, Fail> {
-    let bad = || corrupt(format!("malformed pax extended header at offset {at}"));
-    let mut records = Records::new();
-    let mut p = 0;
-    while p < data.len() {
-        if data[p..].iter().all(|&b| b == 0) {
-            break;
-        }
-        let sp = data[p..].iter().position(|&b| b == b' ').ok_or_else(bad)?;
-        let len = parse_ascii_number(&data[p..p + sp], 10).ok_or_else(bad)?;
-        let len = usize::try_from(len).map_err(|_| bad())?;
-        if len <= sp + 2 || p + len > data.len() || data[p + len - 1] != b'\n' {
-            return Err(bad());
-        }
-        let record = &data[p + sp + 1..p + len - 1];
-        let eq = record.iter().position(|&b| b == b'=').ok_or_else(bad)?;
-        let (key, value) = (&record[..eq], &record[eq + 1..]);
+/// Refuses the pax records of features not handled.
+fn check_records(records: &Records) -> Result<(), Fail> {
+    for (key, _) in records {
         if key.starts_with(b"GNU.sparse.") {
             return Err(unsupported("sparse members".into()));
         }
         if key.starts_with(b"GNU.volume.") {
             return Err(unsupported("multi-volume archives".into()));
         }
-        match records.iter_mut().find(|(k, _)| k == key) {
-            Some(slot) => slot.1 = value.to_vec(),
-            None => records.push((key.to_vec(), value.to_vec())),
-        }
-        p += len;
     }
-    Ok(records)
+    Ok(())
 }
 
 fn kept(records: &Records) -> Records {
@@ -142,13 +86,6 @@ fn kept(records: &Records) -> Records {
         .collect();
     kept.sort();
     kept
-}
-
-fn record<'a>(records: &'a Records, key: &[u8]) -> Option<&'a [u8]> {
-    records
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_slice())
 }
 
 /// One member (a file, directory, link, ...) of the archive.
@@ -181,129 +118,45 @@ struct Parsed {
 /// Reads every header of the archive.
 fn parse(input: &Input) -> Result<Parsed, Fail> {
     let mut parsed = Parsed::default();
-    let mut pos = 0u64;
-    let mut long_name: Option<Vec<u8>> = None;
-    let mut long_link: Option<Vec<u8>> = None;
-    let mut pax: Option<Records> = None;
-    loop {
-        let mut hdr = [0u8; BLOCK];
-        let n = input.read_at(pos, &mut hdr)?;
-        let pending = long_name.is_some() || long_link.is_some() || pax.is_some();
-        if n == 0 || (n == BLOCK && hdr.iter().all(|&b| b == 0)) {
-            if pending {
-                return Err(corrupt(format!(
-                    "an extended header is not followed by a member (offset {pos})"
-                )));
-            }
-            // The end of the archive (two zero blocks, or none at all).
-            return Ok(parsed);
-        }
-        if n < BLOCK {
-            return Err(corrupt(format!("truncated header at offset {pos}")));
-        }
-        if !checksum_ok(&hdr) {
-            return Err(corrupt(format!("bad header checksum at offset {pos}")));
-        }
-        let typeflag = match hdr[156] {
-            0 if text(&hdr[..100]).ends_with(b"/") => b'5',
-            0 => b'0',
-            t => t,
-        };
-        let mut size = number(&hdr[124..136])
-            .ok_or_else(|| corrupt(format!("bad size field at offset {pos}")))?;
-        if let Some(v) = pax.as_ref().and_then(|r| record(r, b"size")) {
-            size = parse_ascii_number(v, 10)
-                .ok_or_else(|| corrupt(format!("bad pax size before offset {pos}")))?;
-        }
-        let extended = matches!(typeflag, b'L' | b'K' | b'x' | b'X' | b'g');
-        // Only regular files and extended headers have data (as GNU tar and Python read
-        // them); a size on a link, directory or device is ignored.
-        if !extended && !is_regular(typeflag) {
-            size = 0;
-        }
-        let data = pos + BLOCK as u64;
-        let end = data
-            .checked_add(size)
-            .filter(|&e| e <= input.len)
-            .ok_or_else(|| corrupt(format!("truncated member data after offset {pos}")))?;
-        let read_extended = || -> Result<Vec<u8>, Fail> {
-            if size > MAX_EXTENDED {
-                return Err(unsupported(format!(
-                    "an extended header of {size} bytes (offset {pos})"
-                )));
-            }
-            let mut buf = vec![0u8; size as usize];
-            input.read_exact_at(data, &mut buf, Kind::Tar, "extended header")?;
-            Ok(buf)
-        };
-        match typeflag {
-            b'L' => long_name = Some(text(&read_extended()?).to_vec()),
-            b'K' => long_link = Some(text(&read_extended()?).to_vec()),
-            b'x' | b'X' => {
-                let records = parse_pax(&read_extended()?, pos)?;
-                let merged = pax.get_or_insert_with(Records::new);
-                for (k, v) in records {
-                    match merged.iter_mut().find(|(key, _)| *key == k) {
-                        Some(slot) => slot.1 = v,
-                        None => merged.push((k, v)),
-                    }
-                }
-            }
+    for entry in entries(input) {
+        let e = entry.map_err(Fail::format(Kind::Tar))?;
+        let pos = e.offset;
+        check_records(&e.pax)?;
+        match e.typeflag {
             b'g' => {
                 if !parsed.members.is_empty() {
                     return Err(unsupported(format!(
                         "a global pax header after the first member (offset {pos})"
                     )));
                 }
-                let records = kept(&parse_pax(&read_extended()?, pos)?);
+                let records = kept(&e.pax);
                 if !records.is_empty() {
                     parsed.globals.push(records);
                 }
             }
             b'0'..=b'7' => {
-                let records = pax.take().unwrap_or_default();
-                let posix = &hdr[257..263] == b"ustar\0";
-                let path = if let Some(p) = record(&records, b"path") {
-                    p.to_vec()
-                } else if let Some(p) = long_name.take() {
-                    p
-                } else if posix && hdr[345] != 0 {
-                    let mut p = text(&hdr[345..500]).to_vec();
-                    p.push(b'/');
-                    p.extend_from_slice(text(&hdr[..100]));
-                    p
-                } else {
-                    text(&hdr[..100]).to_vec()
-                };
-                let link = if let Some(l) = record(&records, b"linkpath") {
-                    l.to_vec()
-                } else if let Some(l) = long_link.take() {
-                    l
-                } else {
-                    text(&hdr[157..257]).to_vec()
-                };
-                long_name = None;
-                long_link = None;
-                let mode = number(&hdr[100..108])
+                let mode = e
+                    .header
+                    .mode()
                     .ok_or_else(|| corrupt(format!("bad mode field at offset {pos}")))?;
-                let dev = if matches!(typeflag, b'3' | b'4') {
-                    let field = |r: std::ops::Range<usize>| {
-                        number(&hdr[r])
-                            .ok_or_else(|| corrupt(format!("bad device field at offset {pos}")))
-                    };
-                    (field(329..337)?, field(337..345)?)
+                let dev = if matches!(e.typeflag, b'3' | b'4') {
+                    let bad = || corrupt(format!("bad device field at offset {pos}"));
+                    (
+                        e.header.dev_major().ok_or_else(bad)?,
+                        e.header.dev_minor().ok_or_else(bad)?,
+                    )
                 } else {
                     (0, 0)
                 };
                 parsed.members.push(Member {
-                    path,
-                    link,
-                    typeflag,
+                    path: e.path,
+                    link: e.link,
+                    typeflag: e.typeflag,
                     mode: (mode & 0o7777) as u32,
-                    size,
-                    data,
+                    size: e.size,
+                    data: e.data,
                     dev,
-                    records: kept(&records),
+                    records: kept(&e.pax),
                 });
             }
             b'S' => return Err(unsupported("sparse members".into())),
@@ -315,8 +168,8 @@ fn parse(input: &Input) -> Result<Parsed, Fail> {
                 )));
             }
         }
-        pos = end.next_multiple_of(BLOCK as u64);
     }
+    Ok(parsed)
 }
 
 /// Makes hard links independent of the order the archive was written in: in each set of
@@ -388,14 +241,15 @@ fn octal(field: &mut [u8], v: u64) {
     field[digits] = 0;
 }
 
-/// Splits a path into ustar `(prefix, name)`, if it fits.
+/// Splits a path into ustar `(prefix, name)`, if it fits. The prefix is not empty (an
+/// empty one reads as none: a leading `/` would be lost).
 fn split_path(path: &[u8]) -> Option<(&[u8], &[u8])> {
     if path.len() <= 100 {
         return Some((&[], path));
     }
     (0..path.len())
         .filter(|&i| path[i] == b'/')
-        .find(|&i| i <= 155 && path.len() - i - 1 <= 100 && i + 1 < path.len())
+        .find(|&i| (1..=155).contains(&i) && path.len() - i - 1 <= 100 && i + 1 < path.len())
         .map(|i| (&path[..i], &path[i + 1..]))
 }
 
@@ -466,6 +320,13 @@ fn write_extended(
     mtime: u64,
 ) -> Result<(), Fail> {
     let data = encode_pax(records);
+    if data.len() as u64 > MAX_EXTENDED {
+        // Reading the result would refuse it.
+        return Err(unsupported(format!(
+            "pax records of {} bytes for one member",
+            data.len()
+        )));
+    }
     let h = header(
         PAX_NAME,
         &[],
@@ -486,6 +347,9 @@ pub(super) fn normalize(input: &Input, out: &mut dyn Write, sde: u64) -> Result<
     let mut parsed = parse(input)?;
     canonical_hard_links(&mut parsed.members);
     parsed.members.sort_by(|a, b| a.path.cmp(&b.path));
+    // A link to a member that came after it (a broken archive) resolves once the members
+    // are sorted, as it will when the result is read again: resolve it now too.
+    canonical_hard_links(&mut parsed.members);
     let mtime = sde.min(MAX_OCTAL_11);
     let mut written = 0u64;
     for g in &parsed.globals {
@@ -527,7 +391,9 @@ pub(super) fn normalize(input: &Input, out: &mut dyn Write, sde: u64) -> Result<
         let mode = normal_mode(m.typeflag, m.mode);
         let h = header(name, prefix, mode, size, mtime, m.typeflag, &m.link, m.dev);
         wr(out, &h)?;
-        input.copy_to(m.data, m.size, out, Kind::Tar)?;
+        input
+            .copy_to(m.data, m.size, out, "member data")
+            .map_err(Fail::format(Kind::Tar))?;
         pad(out, m.size)?;
         written += BLOCK as u64 + m.size.next_multiple_of(BLOCK as u64);
     }
@@ -549,6 +415,12 @@ mod tests {
     use super::super::tests_support::{SDE, normalize_bytes, write_temp};
     use super::super::{NormalizeError, Normalized, normalize_file};
     use super::*;
+    use crate::formats::tar::number;
+    use crate::formats::text;
+
+    fn checksum_ok(h: &[u8]) -> bool {
+        Header(h.try_into().unwrap()).checksum_ok()
+    }
 
     #[derive(Clone, Debug, PartialEq)]
     enum What {
@@ -936,6 +808,86 @@ mod tests {
         assert_eq!(members, want);
     }
 
+    /// Normalises `input` twice: the second time changes nothing.
+    fn assert_fixpoint(what: &str, input: &[u8]) -> Vec<u8> {
+        let (once, result) = normalize_bytes(Kind::Tar, input, "a.tar");
+        assert_eq!(result, Normalized::Rewritten, "{what}");
+        let (twice, result) = normalize_bytes(Kind::Tar, &once, "a.tar");
+        assert_eq!(result, Normalized::Unchanged, "{what}");
+        assert_eq!(twice, once, "{what}");
+        once
+    }
+
+    #[test]
+    fn a_hard_link_before_its_target_is_resolved_once_sorted() {
+        // "zeta" links to "alpha", which comes later in the archive but first once sorted:
+        // it normalises as if it came after it.
+        let alpha = file("alpha", b"shared", true);
+        let zeta = other("zeta", What::Hardlink("alpha".into()));
+        let before = build(&[zeta.clone(), alpha.clone()], GNU);
+        let once = assert_fixpoint("a hard link before its target", &before);
+        let (after, _) = normalize_bytes(Kind::Tar, &build(&[alpha, zeta], GNU), "b.tar");
+        assert_eq!(once, after);
+    }
+
+    #[test]
+    fn a_long_path_from_the_root_keeps_its_slash() {
+        let rooted = format!("/{}", "a".repeat(100));
+        let posix = Style { gnu: false, ..GNU };
+        let input = build(&[file(&rooted, b"1", false), file("0", b"2", false)], posix);
+        let out = assert_fixpoint("a 101-byte path from the root", &input);
+        let (_, members) = read(&out);
+        let paths: Vec<&str> = members.iter().map(|m| m.0.as_str()).collect();
+        assert_eq!(paths, [rooted.as_str(), "0"]);
+    }
+
+    /// A POSIX tar of the member `last` after one pax extended header per item of `pax`.
+    fn after_pax(pax: &[Records], last: [u8; BLOCK]) -> Vec<u8> {
+        let mut input = Vec::new();
+        for records in pax {
+            let data = encode_pax(records);
+            let style = Style { gnu: false, ..GNU };
+            input.extend_from_slice(&raw(b"x", 0o644, data.len() as u64, b'x', b"", style));
+            push_data(&mut input, &data);
+        }
+        input.extend_from_slice(&last);
+        input.resize(input.len() + 2 * BLOCK, 0);
+        input
+    }
+
+    /// The error normalising `input` gives (which leaves the file as it was).
+    fn refused(input: &[u8]) -> NormalizeError {
+        let (_dir, path) = write_temp("a.tar", input);
+        let err = normalize_file(&path, Kind::Tar, SDE).unwrap_err();
+        assert_eq!(fs::read(&path).unwrap(), input);
+        err
+    }
+
+    #[test]
+    fn a_pax_path_holding_a_nul_is_corrupt() {
+        let link = raw(b"f", 0o644, 0, b'2', b"t", Style { gnu: false, ..GNU });
+        for key in [&b"path"[..], b"linkpath"] {
+            let err = refused(&after_pax(&[vec![(key.to_vec(), b"a\0b".to_vec())]], link));
+            assert!(matches!(err, NormalizeError::Corrupt { .. }), "{err}");
+            assert!(err.to_string().contains("NUL"), "{err}");
+        }
+    }
+
+    #[test]
+    fn pax_records_too_large_to_read_back_are_refused() {
+        // Two extended headers of 600 KB each, for one member: each reads, together they
+        // would make one header over the limit.
+        let big = |key: &str| vec![(key.as_bytes().to_vec(), vec![b'v'; 600_000])];
+        let file = raw(b"f", 0o644, 0, b'0', b"", Style { gnu: false, ..GNU });
+        let input = after_pax(
+            &[big("SCHILY.xattr.user.a"), big("SCHILY.xattr.user.b")],
+            file,
+        );
+        let err = refused(&input);
+        assert!(matches!(err, NormalizeError::Unsupported { .. }), "{err}");
+        assert!(err.to_string().contains("pax records of"), "{err}");
+    }
+
     #[test]
     fn corrupt_tars_are_errors_and_stay_untouched() {
         let good = build(&sample(), GNU);
@@ -980,18 +932,6 @@ mod tests {
                 (other.to_vec(), Normalized::NotThisKind)
             );
         }
-    }
-
-    #[test]
-    fn octal_and_base256_numbers() {
-        assert_eq!(number(b"0000644\0"), Some(0o644));
-        assert_eq!(number(b"     17 "), Some(0o17));
-        assert_eq!(
-            number(&[0x80, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0]),
-            Some(1 << 32)
-        );
-        assert_eq!(number(&[0xff; 12]), None);
-        assert_eq!(number(b"0000x44\0"), None);
     }
 
     fn members_strategy() -> impl Strategy<Value = Vec<TestMember>> {

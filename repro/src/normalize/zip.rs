@@ -3,35 +3,21 @@
 //! descriptors; the compressed bytes and CRC of each entry are copied as they are (stored
 //! and deflated entries are inflated once to check them), the comments kept.
 //!
-//! Hand-written rather than with a zip crate: the output must be exactly the canonical
-//! form (which extra fields, which header values), reusing the compressed bytes, and the
-//! parsing needed is the central directory and local headers only.
+//! Written by hand (with the reader in `formats::zip`) rather than with a zip crate: the
+//! output must be exactly the canonical form (which extra fields, which header values),
+//! reusing the compressed bytes.
 
 use std::io::{self, Write};
 
-use super::deflate::inflate;
 use super::{Fail, Input, Kind, wr};
-
-const LOCAL_SIG: u32 = 0x0403_4b50;
-const CENTRAL_SIG: u32 = 0x0201_4b50;
-const EOCD_SIG: u32 = 0x0605_4b50;
-const ZIP64_LOCATOR_SIG: u32 = 0x0706_4b50;
-const EOCD_LEN: usize = 22;
-const LOCAL_LEN: usize = 30;
-const CENTRAL_LEN: usize = 46;
-
-/// General purpose flags.
-const FLAG_ENCRYPTED: u16 = 0x0001;
-const FLAG_DATA_DESCRIPTOR: u16 = 0x0008;
-const FLAG_STRONG_ENCRYPTION: u16 = 0x0040;
-const FLAG_MASKED_HEADERS: u16 = 0x2000;
-
-const METHOD_STORED: u16 = 0;
-const METHOD_DEFLATED: u16 = 8;
-const METHOD_AES: u16 = 99;
-
-/// "Version made by" host: Unix (its external attributes carry a `st_mode`).
-const HOST_UNIX: u16 = 3;
+use crate::formats::deflate::inflate;
+use crate::formats::zip::{
+    CENTRAL_SIG, CentralEntry, EOCD_LEN, EOCD_SIG, Extra, FLAG_DATA_DESCRIPTOR, FLAG_ENCRYPTED,
+    FLAG_MASKED_HEADERS, FLAG_STRONG_ENCRYPTION, HOST_UNIX, Info, LOCAL_LEN, LOCAL_SIG, METHOD_AES,
+    METHOD_DEFLATED, METHOD_STORED, ZIP64_16, ZIP64_32, dos_time, extra_fields, read_central,
+    read_end, read_local,
+};
+use crate::formats::{FormatError, Source};
 
 /// Extra fields dropped: they carry times, owners or layout that depend on the writer:
 /// extended timestamp (UT), PKWARE Unix, Info-ZIP Unix (UX, Ux, ux), NTFS times, zip64
@@ -40,40 +26,30 @@ const DROPPED_EXTRAS: &[u16] = &[
     0x5455, 0x000d, 0x5855, 0x7855, 0x7875, 0x000a, 0x0001, 0xd935,
 ];
 
-/// Whether `head` starts like a zip: a local header, or the end record of an empty zip.
-pub(super) fn sniff(head: &[u8]) -> bool {
-    head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06")
-}
-
-fn le16(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-
-fn le32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
 /// One central directory entry, with what its local header adds.
 #[derive(Debug)]
 struct Entry {
-    made_by: u16,
-    version_needed: u16,
-    flags: u16,
-    method: u16,
-    crc: u32,
-    compressed: u64,
-    uncompressed: u64,
-    name: Vec<u8>,
-    central_extra: Vec<u8>,
-    comment: Vec<u8>,
-    internal_attr: u16,
-    external_attr: u32,
+    central: CentralEntry,
     local_offset: u64,
     local_extra: Vec<u8>,
     data_offset: u64,
 }
 
-/// The end of central directory record.
+impl Entry {
+    fn compressed(&self) -> u64 {
+        u64::from(self.central.info.compressed)
+    }
+
+    fn uncompressed(&self) -> u64 {
+        u64::from(self.central.info.uncompressed)
+    }
+
+    fn shown(&self) -> String {
+        String::from_utf8_lossy(&self.central.name).into_owned()
+    }
+}
+
+/// The end of central directory record's values the output keeps.
 #[derive(Debug)]
 struct End {
     entries: u16,
@@ -82,152 +58,110 @@ struct End {
     comment: Vec<u8>,
 }
 
-/// Finds and parses the end of central directory record.
-fn read_end(input: &Input, kind: Kind) -> Result<End, Fail> {
-    let tail_len = input.len.min((EOCD_LEN + 0xffff) as u64);
-    let tail_start = input.len - tail_len;
-    let mut tail = vec![0u8; tail_len as usize];
-    input.read_exact_at(tail_start, &mut tail, kind, "archive")?;
-    // The last signature whose comment length reaches exactly the end of the file.
-    let found = (0..tail.len().saturating_sub(EOCD_LEN - 1))
-        .rev()
-        .find(|&i| {
-            le32(&tail, i) == EOCD_SIG
-                && i + EOCD_LEN + usize::from(le16(&tail, i + 20)) == tail.len()
-        });
-    let Some(i) = found else {
+/// Finds and checks the end of central directory record.
+fn read_end_checked(input: &Input, kind: Kind) -> Result<End, Fail> {
+    let end = read_end(input).map_err(Fail::format(kind))?;
+    if end.trailing != 0 {
         return Err(Fail::Corrupt(
             kind,
             "no end of central directory record (truncated?)".into(),
         ));
-    };
-    let r = &tail[i..];
-    let offset = tail_start + i as u64;
-    let (disk, cd_disk) = (le16(r, 4), le16(r, 6));
-    let (here, entries) = (le16(r, 8), le16(r, 10));
-    let (cd_size, cd_offset) = (le32(r, 12), le32(r, 16));
-    let zip64_locator = i >= 20 && le32(&tail, i - 20) == ZIP64_LOCATOR_SIG;
-    if zip64_locator || entries == 0xffff || cd_size == 0xffff_ffff || cd_offset == 0xffff_ffff {
+    }
+    if end.zip64.is_some()
+        || end.entries == ZIP64_16
+        || end.cd_size == ZIP64_32
+        || end.cd_offset == ZIP64_32
+    {
         return Err(Fail::Unsupported(kind, "zip64".into()));
     }
-    if disk != 0 || cd_disk != 0 || here != entries {
+    if end.disk != 0 || end.cd_disk != 0 || end.disk_entries != end.entries {
         return Err(Fail::Unsupported(
             kind,
             "archives split over several disks".into(),
         ));
     }
-    let (cd_size, cd_offset) = (u64::from(cd_size), u64::from(cd_offset));
-    if cd_offset + cd_size != offset {
+    let (cd_size, cd_offset) = (u64::from(end.cd_size), u64::from(end.cd_offset));
+    if cd_offset + cd_size != end.offset {
         return Err(Fail::Corrupt(
             kind,
             format!(
-                "the central directory ({cd_size} bytes at offset {cd_offset}) does not end where the end record starts ({offset}); data before the archive is not supported"
+                "the central directory ({cd_size} bytes at offset {cd_offset}) does not end where the end record starts ({}); data before the archive is not supported",
+                end.offset
             ),
         ));
     }
     Ok(End {
-        entries,
+        entries: end.entries,
         cd_size,
         cd_offset,
-        comment: r[EOCD_LEN..].to_vec(),
+        comment: end.comment,
     })
 }
 
 /// Reads every central directory entry and its local header.
 fn read_entries(input: &Input, end: &End, kind: Kind) -> Result<Vec<Entry>, Fail> {
     let corrupt = |detail: String| Fail::Corrupt(kind, detail);
-    let mut cd = vec![0u8; end.cd_size as usize];
-    input.read_exact_at(end.cd_offset, &mut cd, kind, "central directory")?;
+    let cd = input
+        .bytes(end.cd_offset, end.cd_size, "central directory")
+        .map_err(Fail::format(kind))?;
     let mut entries = Vec::with_capacity(usize::from(end.entries));
-    let mut p = 0usize;
+    let mut p = 0u64;
     for n in 0..end.entries {
-        if cd.len() < p + CENTRAL_LEN || le32(&cd, p) != CENTRAL_SIG {
-            return Err(corrupt(format!("bad central directory entry {n}")));
-        }
-        let h = &cd[p..p + CENTRAL_LEN];
-        let (name_len, extra_len, comment_len) = (
-            usize::from(le16(h, 28)),
-            usize::from(le16(h, 30)),
-            usize::from(le16(h, 32)),
-        );
-        let vars = p + CENTRAL_LEN;
-        let next = vars + name_len + extra_len + comment_len;
-        if next > cd.len() {
-            return Err(corrupt(format!(
-                "central directory entry {n} runs past its end"
-            )));
-        }
-        let flags = le16(h, 8);
-        let method = le16(h, 10);
-        let (compressed, uncompressed, local) = (le32(h, 20), le32(h, 24), le32(h, 42));
-        let name = cd[vars..vars + name_len].to_vec();
-        let shown = String::from_utf8_lossy(&name).into_owned();
-        if flags & (FLAG_ENCRYPTED | FLAG_STRONG_ENCRYPTION | FLAG_MASKED_HEADERS) != 0
-            || method == METHOD_AES
+        let central = read_central(&cd[..], p)
+            .map_err(|e| corrupt(format!("bad central directory entry {n}: {e}")))?;
+        p += central.record_len();
+        let shown = String::from_utf8_lossy(&central.name).into_owned();
+        if central.info.flags & (FLAG_ENCRYPTED | FLAG_STRONG_ENCRYPTION | FLAG_MASKED_HEADERS) != 0
+            || central.info.method == METHOD_AES
         {
             return Err(Fail::Unsupported(
                 kind,
                 format!("encrypted entry {shown:?}"),
             ));
         }
-        if [compressed, uncompressed, local].contains(&0xffff_ffff) || le16(h, 34) == 0xffff {
+        if [
+            central.info.compressed,
+            central.info.uncompressed,
+            central.local_offset,
+        ]
+        .contains(&ZIP64_32)
+            || central.disk_start == ZIP64_16
+        {
             return Err(Fail::Unsupported(kind, format!("zip64 entry {shown:?}")));
         }
-        if le16(h, 34) != 0 {
+        if central.disk_start != 0 {
             return Err(Fail::Unsupported(
                 kind,
                 "archives split over several disks".into(),
             ));
         }
-        let local = u64::from(local);
-        let mut lh = [0u8; LOCAL_LEN];
-        input.read_exact_at(local, &mut lh, kind, "local header")?;
-        if le32(&lh, 0) != LOCAL_SIG {
+        let local_offset = u64::from(central.local_offset);
+        let local = read_local(input, local_offset).map_err(|e| match e {
+            FormatError::Corrupt(d) => corrupt(format!("entry {shown:?}: {d}")),
+            other => Fail::format(kind)(other),
+        })?;
+        if local.name != central.name {
             return Err(corrupt(format!(
-                "no local header for {shown:?} at offset {local}"
+                "the local header at offset {local_offset} names {:?}, the central directory {shown:?}",
+                String::from_utf8_lossy(&local.name)
             )));
         }
-        let (lname_len, lextra_len) = (u64::from(le16(&lh, 26)), usize::from(le16(&lh, 28)));
-        let mut lname = vec![0u8; lname_len as usize];
-        input.read_exact_at(local + LOCAL_LEN as u64, &mut lname, kind, "local header")?;
-        if lname != name {
-            return Err(corrupt(format!(
-                "the local header at offset {local} names {:?}, the central directory {shown:?}",
-                String::from_utf8_lossy(&lname)
-            )));
-        }
-        let mut local_extra = vec![0u8; lextra_len];
-        let extra_at = local + LOCAL_LEN as u64 + lname_len;
-        input.read_exact_at(extra_at, &mut local_extra, kind, "local header")?;
-        let data_offset = extra_at + lextra_len as u64;
-        if data_offset + u64::from(compressed) > end.cd_offset {
+        if local.data_offset + u64::from(central.info.compressed) > end.cd_offset {
             return Err(corrupt(format!(
                 "the data of {shown:?} runs into the central directory"
             )));
         }
         entries.push(Entry {
-            made_by: le16(h, 4),
-            version_needed: le16(h, 6),
-            flags,
-            method,
-            crc: le32(h, 16),
-            compressed: u64::from(compressed),
-            uncompressed: u64::from(uncompressed),
-            name,
-            central_extra: cd[vars + name_len..vars + name_len + extra_len].to_vec(),
-            comment: cd[vars + name_len + extra_len..next].to_vec(),
-            internal_attr: le16(h, 36),
-            external_attr: le32(h, 38),
-            local_offset: local,
-            local_extra,
-            data_offset,
+            central,
+            local_offset,
+            local_extra: local.extra,
+            data_offset: local.data_offset,
         });
-        p = next;
     }
-    if p != cd.len() {
+    if p != cd.len() as u64 {
         return Err(corrupt(format!(
             "the central directory holds {} bytes more than its {} entries",
-            cd.len() - p,
+            cd.len() as u64 - p,
             end.entries
         )));
     }
@@ -237,46 +171,48 @@ fn read_entries(input: &Input, end: &End, kind: Kind) -> Result<Vec<Entry>, Fail
 /// Checks an entry's data against its CRC and size (stored and deflated entries; others
 /// are copied unchecked).
 fn check(input: &Input, e: &Entry, kind: Kind) -> Result<(), Fail> {
-    let shown = || String::from_utf8_lossy(&e.name).into_owned();
-    let (crc, size) = match e.method {
+    let (crc, size) = match e.central.info.method {
         METHOD_STORED => {
-            if e.compressed != e.uncompressed {
+            if e.compressed() != e.uncompressed() {
                 return Err(Fail::Corrupt(
                     kind,
-                    format!("stored entry {:?} has two sizes", shown()),
+                    format!("stored entry {:?} has two sizes", e.shown()),
                 ));
             }
             let mut c = flate2::Crc::new();
             let mut sink = CrcSink(&mut c);
-            input.copy_to(e.data_offset, e.compressed, &mut sink, kind)?;
-            (c.sum(), e.compressed)
+            input
+                .copy_to(e.data_offset, e.compressed(), &mut sink, "data")
+                .map_err(Fail::format(kind))?;
+            (c.sum(), e.compressed())
         }
         METHOD_DEFLATED => {
-            let limit = e.data_offset + e.compressed;
+            let limit = e.data_offset + e.compressed();
             let r = inflate(
                 input,
                 e.data_offset,
                 limit,
-                e.uncompressed,
+                e.uncompressed(),
                 &mut io::sink(),
-                kind,
             )
             .map_err(|f| match f {
-                Fail::Corrupt(k, d) => Fail::Corrupt(k, format!("entry {:?}: {d}", shown())),
-                other => other,
+                FormatError::Corrupt(d) => {
+                    Fail::Corrupt(kind, format!("entry {:?}: {d}", e.shown()))
+                }
+                other => Fail::format(kind)(other),
             })?;
             (r.crc, r.size)
         }
         _ => return Ok(()),
     };
-    if crc != e.crc || size != e.uncompressed {
+    if crc != e.central.info.crc || size != e.uncompressed() {
         return Err(Fail::Corrupt(
             kind,
             format!(
                 "entry {:?}: data does not match its crc or size (stored {:#010x}/{}, data {crc:#010x}/{size})",
-                shown(),
-                e.crc,
-                e.uncompressed
+                e.shown(),
+                e.central.info.crc,
+                e.uncompressed()
             ),
         ));
     }
@@ -299,24 +235,21 @@ impl Write for CrcSink<'_> {
 /// dropped too.
 fn filter_extra(extra: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(extra.len());
-    let mut p = 0;
-    while p + 4 <= extra.len() {
-        let id = le16(extra, p);
-        let len = usize::from(le16(extra, p + 2));
-        if p + 4 + len > extra.len() {
-            break;
+    for field in extra_fields(extra) {
+        if let Extra::Field(id, body) = field {
+            if !DROPPED_EXTRAS.contains(&id) {
+                out.extend_from_slice(&id.to_le_bytes());
+                out.extend_from_slice(&(body.len() as u16).to_le_bytes());
+                out.extend_from_slice(body);
+            }
         }
-        if !DROPPED_EXTRAS.contains(&id) {
-            out.extend_from_slice(&extra[p..p + 4 + len]);
-        }
-        p += 4 + len;
     }
     out
 }
 
 /// The normalised external attributes: Unix mode 0755 for directories (plus the MS-DOS
 /// directory bit) and executables, 0777 for symbolic links, 0644 for other files.
-fn external_attr(e: &Entry) -> u32 {
+fn external_attr(e: &CentralEntry) -> u32 {
     let unix = e.made_by >> 8 == HOST_UNIX;
     let mode = if unix { e.external_attr >> 16 } else { 0 };
     let is_dir = e.name.ends_with(b"/")
@@ -336,98 +269,62 @@ fn external_attr(e: &Entry) -> u32 {
 /// Where an entry goes: `mimetype` when it was first (EPUB, OpenDocument), then
 /// `META-INF/` and `META-INF/MANIFEST.MF` (what the JAR format wants), then by name bytes;
 /// entries with the same name by what they hold.
-fn order(entries: &mut [Entry]) {
+///
+/// "First" is one entry: the one with the lowest local header offset, the first in the
+/// central directory among entries sharing that header.
+fn order(entries: &mut Vec<Entry>) {
     let first = entries
         .iter()
-        .min_by_key(|e| e.local_offset)
-        .map(|e| e.local_offset);
-    let rank = |e: &Entry| -> u8 {
-        if e.name == b"mimetype" && Some(e.local_offset) == first {
+        .enumerate()
+        .min_by_key(|(i, e)| (e.local_offset, *i))
+        .map(|(i, _)| i);
+    let rank = |i: usize, e: &Entry| -> u8 {
+        let name = &e.central.name;
+        if name == b"mimetype" && Some(i) == first {
             0
-        } else if e.name.eq_ignore_ascii_case(b"META-INF/") {
+        } else if name.eq_ignore_ascii_case(b"META-INF/") {
             1
-        } else if e.name.eq_ignore_ascii_case(b"META-INF/MANIFEST.MF") {
+        } else if name.eq_ignore_ascii_case(b"META-INF/MANIFEST.MF") {
             2
         } else {
             3
         }
     };
-    entries.sort_by(|a, b| {
+    fn key(e: &Entry, rank: u8) -> (u8, &[u8], u32, u32, u32, u16) {
+        let c = &e.central;
         (
-            rank(a),
-            &a.name,
-            a.crc,
-            a.uncompressed,
-            a.compressed,
-            a.method,
+            rank,
+            &c.name,
+            c.info.crc,
+            c.info.uncompressed,
+            c.info.compressed,
+            c.info.method,
         )
-            .cmp(&(
-                rank(b),
-                &b.name,
-                b.crc,
-                b.uncompressed,
-                b.compressed,
-                b.method,
-            ))
-    });
-}
-
-/// The MS-DOS (time, date) of `sde` in UTC, clamped to what MS-DOS dates can hold
-/// (1980-01-01 to 2107-12-31), seconds rounded down to even.
-pub(super) fn dos_time(sde: u64) -> (u16, u16) {
-    const MIN: u64 = 315_532_800; // 1980-01-01T00:00:00Z
-    if sde < MIN {
-        return (0, (1 << 5) | 1);
     }
-    let days = sde / 86_400;
-    let secs = sde % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    if y > 2107 {
-        return ((23 << 11) | (59 << 5) | 29, (127 << 9) | (12 << 5) | 31);
-    }
-    let time = ((secs / 3600) << 11) | (((secs / 60) % 60) << 5) | ((secs % 60) / 2);
-    let date = ((y - 1980) << 9) | (m << 5) | d;
-    (time as u16, date as u16)
-}
-
-/// Year, month, day of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (y, m, d)
+    let mut ranked: Vec<(u8, Entry)> = std::mem::take(entries)
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| (rank(i, &e), e))
+        .collect();
+    ranked.sort_by(|(ra, a), (rb, b)| key(a, *ra).cmp(&key(b, *rb)));
+    entries.extend(ranked.into_iter().map(|(_, e)| e));
 }
 
 /// Whether the zip's central directory names `META-INF/MANIFEST.MF`.
 pub(super) fn has_manifest(input: &Input) -> bool {
-    let Ok(end) = read_end(input, Kind::Jar) else {
-        return false;
+    let end = match read_end(input) {
+        Ok(end) if end.trailing == 0 => end,
+        _ => return false,
     };
-    let mut cd = vec![0u8; end.cd_size as usize];
-    if input
-        .read_exact_at(end.cd_offset, &mut cd, Kind::Jar, "central directory")
-        .is_err()
-    {
-        return false;
-    }
-    let mut p = 0usize;
-    while p + CENTRAL_LEN <= cd.len() && le32(&cd, p) == CENTRAL_SIG {
-        let (n, x, c) = (
-            usize::from(le16(&cd, p + 28)),
-            usize::from(le16(&cd, p + 30)),
-            usize::from(le16(&cd, p + 32)),
-        );
-        let name = cd.get(p + CENTRAL_LEN..p + CENTRAL_LEN + n);
-        if name.is_some_and(|n| n.eq_ignore_ascii_case(b"META-INF/MANIFEST.MF")) {
+    let mut at = u64::from(end.cd_offset);
+    for _ in 0..end.entries {
+        let Ok(e) = read_central(input, at) else {
+            return false;
+        };
+        if e.name.eq_ignore_ascii_case(b"META-INF/MANIFEST.MF") {
             return true;
         }
-        p += CENTRAL_LEN + n + x + c;
+        at += e.record_len();
     }
     false
 }
@@ -446,6 +343,16 @@ impl Counting<'_> {
     }
 }
 
+/// Appends the values a local header and a central directory entry both hold.
+fn put_info(out: &mut Vec<u8>, i: &Info) {
+    for v in [i.version_needed, i.flags, i.method, i.time, i.date] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    for v in [i.crc, i.compressed, i.uncompressed] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
 fn u32_field(v: u64, kind: Kind) -> Result<u32, Fail> {
     u32::try_from(v).map_err(|_| Fail::Unsupported(kind, "an output past 4 GiB (zip64)".into()))
 }
@@ -457,7 +364,7 @@ pub(super) fn normalize(
     kind: Kind,
     sde: u64,
 ) -> Result<(), Fail> {
-    let end = read_end(input, kind)?;
+    let end = read_end_checked(input, kind)?;
     let mut entries = read_entries(input, &end, kind)?;
     for e in &entries {
         check(input, e, kind)?;
@@ -467,51 +374,44 @@ pub(super) fn normalize(
     let mut w = Counting { out, at: 0 };
     let mut central = Vec::new();
     for e in &entries {
-        let flags = e.flags & !FLAG_DATA_DESCRIPTOR;
+        let c = &e.central;
+        let info = Info {
+            flags: c.info.flags & !FLAG_DATA_DESCRIPTOR,
+            time,
+            date,
+            ..c.info
+        };
         let local_extra = filter_extra(&e.local_extra);
-        let central_extra = filter_extra(&e.central_extra);
+        let central_extra = filter_extra(&c.extra);
         let offset = u32_field(w.at, kind)?;
-        let (crc, csize, usize_) = (e.crc, e.compressed as u32, e.uncompressed as u32);
 
-        let mut lh = Vec::with_capacity(LOCAL_LEN + e.name.len() + local_extra.len());
+        let mut lh = Vec::with_capacity(LOCAL_LEN + c.name.len() + local_extra.len());
         lh.extend_from_slice(&LOCAL_SIG.to_le_bytes());
-        lh.extend_from_slice(&e.version_needed.to_le_bytes());
-        lh.extend_from_slice(&flags.to_le_bytes());
-        lh.extend_from_slice(&e.method.to_le_bytes());
-        lh.extend_from_slice(&time.to_le_bytes());
-        lh.extend_from_slice(&date.to_le_bytes());
-        lh.extend_from_slice(&crc.to_le_bytes());
-        lh.extend_from_slice(&csize.to_le_bytes());
-        lh.extend_from_slice(&usize_.to_le_bytes());
-        lh.extend_from_slice(&(e.name.len() as u16).to_le_bytes());
+        put_info(&mut lh, &info);
+        lh.extend_from_slice(&(c.name.len() as u16).to_le_bytes());
         lh.extend_from_slice(&(local_extra.len() as u16).to_le_bytes());
-        lh.extend_from_slice(&e.name);
+        lh.extend_from_slice(&c.name);
         lh.extend_from_slice(&local_extra);
         w.put(&lh)?;
-        input.copy_to(e.data_offset, e.compressed, w.out, kind)?;
-        w.at += e.compressed;
+        input
+            .copy_to(e.data_offset, e.compressed(), w.out, "data")
+            .map_err(Fail::format(kind))?;
+        w.at += e.compressed();
 
-        let made_by = (HOST_UNIX << 8) | (e.made_by & 0xff);
+        let made_by = (HOST_UNIX << 8) | (c.made_by & 0xff);
         central.extend_from_slice(&CENTRAL_SIG.to_le_bytes());
         central.extend_from_slice(&made_by.to_le_bytes());
-        central.extend_from_slice(&e.version_needed.to_le_bytes());
-        central.extend_from_slice(&flags.to_le_bytes());
-        central.extend_from_slice(&e.method.to_le_bytes());
-        central.extend_from_slice(&time.to_le_bytes());
-        central.extend_from_slice(&date.to_le_bytes());
-        central.extend_from_slice(&crc.to_le_bytes());
-        central.extend_from_slice(&csize.to_le_bytes());
-        central.extend_from_slice(&usize_.to_le_bytes());
-        central.extend_from_slice(&(e.name.len() as u16).to_le_bytes());
+        put_info(&mut central, &info);
+        central.extend_from_slice(&(c.name.len() as u16).to_le_bytes());
         central.extend_from_slice(&(central_extra.len() as u16).to_le_bytes());
-        central.extend_from_slice(&(e.comment.len() as u16).to_le_bytes());
+        central.extend_from_slice(&(c.comment.len() as u16).to_le_bytes());
         central.extend_from_slice(&0u16.to_le_bytes()); // disk
-        central.extend_from_slice(&e.internal_attr.to_le_bytes());
-        central.extend_from_slice(&external_attr(e).to_le_bytes());
+        central.extend_from_slice(&c.internal_attr.to_le_bytes());
+        central.extend_from_slice(&external_attr(c).to_le_bytes());
         central.extend_from_slice(&offset.to_le_bytes());
-        central.extend_from_slice(&e.name);
+        central.extend_from_slice(&c.name);
         central.extend_from_slice(&central_extra);
-        central.extend_from_slice(&e.comment);
+        central.extend_from_slice(&c.comment);
     }
     let cd_offset = u32_field(w.at, kind)?;
     let cd_size = u32_field(central.len() as u64, kind)?;
@@ -534,10 +434,12 @@ mod tests {
 
     use proptest::prelude::*;
 
-    use super::super::deflate::crc32;
     use super::super::tests_support::{SDE, normalize_bytes, write_temp};
     use super::super::{NormalizeError, Normalized, normalize_file};
     use super::*;
+    use crate::formats::deflate::crc32;
+    use crate::formats::zip::CENTRAL_LEN;
+    use crate::formats::{le16, le32};
 
     /// An entry of a test zip.
     #[derive(Clone, Debug)]
@@ -681,14 +583,14 @@ mod tests {
     fn read(bytes: &[u8]) -> (Vec<Entry>, Vec<Vec<u8>>, Vec<u8>) {
         let (_dir, path) = write_temp("x.zip", bytes);
         let input = Input::new(fs::File::open(&path).unwrap()).unwrap();
-        let end = read_end(&input, Kind::Zip).unwrap();
+        let end = read_end_checked(&input, Kind::Zip).unwrap();
         let entries = read_entries(&input, &end, Kind::Zip).unwrap();
         let data = entries
             .iter()
             .map(|e| {
                 check(&input, e, Kind::Zip).unwrap();
-                let raw = &bytes[e.data_offset as usize..(e.data_offset + e.compressed) as usize];
-                if e.method == METHOD_DEFLATED {
+                let raw = &bytes[e.data_offset as usize..(e.data_offset + e.compressed()) as usize];
+                if e.central.info.method == METHOD_DEFLATED {
                     let mut d = flate2::read::DeflateDecoder::new(raw);
                     let mut v = Vec::new();
                     io::Read::read_to_end(&mut d, &mut v).unwrap();
@@ -702,10 +604,7 @@ mod tests {
     }
 
     fn names(entries: &[Entry]) -> Vec<String> {
-        entries
-            .iter()
-            .map(|e| String::from_utf8_lossy(&e.name).into_owned())
-            .collect()
+        entries.iter().map(Entry::shown).collect()
     }
 
     fn sample() -> Vec<TestEntry> {
@@ -729,16 +628,19 @@ mod tests {
         for (e, d) in entries.iter().zip(&data) {
             let original = sample()
                 .into_iter()
-                .find(|s| s.name.as_bytes() == e.name)
+                .find(|s| s.name.as_bytes() == e.central.name)
                 .unwrap();
             assert_eq!(d, &original.data, "{}", original.name);
-            assert_eq!(e.made_by >> 8, HOST_UNIX);
-            assert_eq!(e.flags & FLAG_DATA_DESCRIPTOR, 0);
-            assert!(e.central_extra.is_empty() && e.local_extra.is_empty());
+            assert_eq!(e.central.made_by >> 8, HOST_UNIX);
+            assert_eq!(e.central.info.flags & FLAG_DATA_DESCRIPTOR, 0);
+            assert!(e.central.extra.is_empty() && e.local_extra.is_empty());
             let lh = &out[e.local_offset as usize..];
             assert_eq!((le16(lh, 10), le16(lh, 12)), (time, date));
-            assert_eq!((le32(lh, 14), le32(lh, 18)), (e.crc, e.compressed as u32));
-            let mode = e.external_attr >> 16;
+            assert_eq!(
+                (le32(lh, 14), le32(lh, 18)),
+                (e.central.info.crc, e.central.info.compressed)
+            );
+            let mode = e.central.external_attr >> 16;
             let want = match original.name.as_str() {
                 "src/" => 0o040755,
                 "run.sh" => 0o100755,
@@ -747,7 +649,13 @@ mod tests {
             assert_eq!(mode, want, "{}", original.name);
         }
         // The central directory's times too.
-        let cd = out.len() - 22 - 15 - entries.iter().map(|e| 46 + e.name.len()).sum::<usize>();
+        let cd = out.len()
+            - 22
+            - 15
+            - entries
+                .iter()
+                .map(|e| 46 + e.central.name.len())
+                .sum::<usize>();
         assert_eq!((le16(&out, cd + 12), le16(&out, cd + 14)), (time, date));
         // The compressed bytes are the original ones.
         let main = deflate(&sample()[1].data);
@@ -826,6 +734,29 @@ mod tests {
     }
 
     #[test]
+    fn only_one_entry_is_first() {
+        // Two central directory entries named `mimetype` share the first local header: only
+        // one of them was first, and the normal form is its own normal form.
+        let entries = vec![
+            entry("mimetype", b"application/epub+zip", false),
+            entry("META-INF/", b"", false),
+            entry("mimetype", b"application/epub+zip", false),
+        ];
+        let mut zip = build(&entries, PLAIN, b"");
+        let mut at = u64::from(le32(&zip, zip.len() - 6));
+        for _ in 0..2 {
+            at += read_central(&zip[..], at).unwrap().record_len();
+        }
+        let at = at as usize;
+        zip[at + 42..at + 46].copy_from_slice(&0u32.to_le_bytes());
+        let (once, result) = normalize_bytes(Kind::Zip, &zip, "a.epub");
+        assert_eq!(result, Normalized::Rewritten);
+        assert_eq!(names(&read(&once).0), ["mimetype", "META-INF/", "mimetype"]);
+        let (twice, result) = normalize_bytes(Kind::Zip, &once, "a.epub");
+        assert_eq!((twice, result), (once, Normalized::Unchanged));
+    }
+
+    #[test]
     fn other_extra_fields_and_comments_are_kept() {
         let mut zip = build(&[entry("a", b"x", false)], PLAIN, b"");
         // Add a jar marker (0xCAFE, empty) and an unknown field to the central entry, and
@@ -848,8 +779,8 @@ mod tests {
         zip = new;
         let (out, _) = normalize_bytes(Kind::Zip, &zip, "a.zip");
         let (entries, _, _) = read(&out);
-        assert_eq!(entries[0].central_extra, extra);
-        assert_eq!(entries[0].comment, b"entry comment");
+        assert_eq!(entries[0].central.extra, extra);
+        assert_eq!(entries[0].central.comment, b"entry comment");
     }
 
     #[test]
@@ -947,26 +878,6 @@ mod tests {
                 (other.to_vec(), Normalized::NotThisKind)
             );
         }
-    }
-
-    #[test]
-    fn dos_times() {
-        let at = |y: u64, mo: u64, d: u64, h: u64, mi: u64, s: u64| {
-            (
-                ((h << 11) | (mi << 5) | (s / 2)) as u16,
-                (((y - 1980) << 9) | (mo << 5) | d) as u16,
-            )
-        };
-        assert_eq!(dos_time(0), at(1980, 1, 1, 0, 0, 0));
-        assert_eq!(dos_time(315_532_799), at(1980, 1, 1, 0, 0, 0));
-        assert_eq!(dos_time(315_532_800), at(1980, 1, 1, 0, 0, 0));
-        assert_eq!(dos_time(SDE), at(2021, 3, 4, 5, 6, 6));
-        assert_eq!(dos_time(951_782_400), at(2000, 2, 29, 0, 0, 0));
-        assert_eq!(dos_time(4_354_819_199), at(2107, 12, 31, 23, 59, 58));
-        assert_eq!(
-            dos_time(u64::from(u32::MAX) * 4),
-            at(2107, 12, 31, 23, 59, 58)
-        );
     }
 
     #[test]
