@@ -511,9 +511,22 @@ pub(super) fn compare_tar(
     b: &[u8],
     depth: usize,
 ) -> Result<Vec<DriftKind>, String> {
-    let ma = read_tar(a).map_err(|e| format!("a: {e}"))?;
-    let mb = read_tar(b).map_err(|e| format!("b: {e}"))?;
-    let mut d = Drifts::new(Format::Tar);
+    compare_listed(ctx, label, a, b, depth, Format::Tar, read_tar)
+}
+
+/// Two archives of a format whose members [`compare_members`] compares, read by `read`.
+fn compare_listed<'d>(
+    ctx: &mut Ctx<'_>,
+    label: &str,
+    a: &'d [u8],
+    b: &'d [u8],
+    depth: usize,
+    format: Format,
+    read: fn(&'d [u8]) -> Result<Vec<Member<'d>>, String>,
+) -> Result<Vec<DriftKind>, String> {
+    let ma = read(a).map_err(|e| format!("a: {e}"))?;
+    let mb = read(b).map_err(|e| format!("b: {e}"))?;
+    let mut d = Drifts::new(format);
     compare_members(ctx, label, &mut d, &ma, &mb, depth);
     Ok(d.finish(ctx, label))
 }
@@ -572,11 +585,7 @@ pub(super) fn compare_ar(
     b: &[u8],
     depth: usize,
 ) -> Result<Vec<DriftKind>, String> {
-    let ma = read_ar(a).map_err(|e| format!("a: {e}"))?;
-    let mb = read_ar(b).map_err(|e| format!("b: {e}"))?;
-    let mut d = Drifts::new(Format::Ar);
-    compare_members(ctx, label, &mut d, &ma, &mb, depth);
-    Ok(d.finish(ctx, label))
+    compare_listed(ctx, label, a, b, depth, Format::Ar, read_ar)
 }
 
 #[cfg(test)]
