@@ -31,10 +31,25 @@
 //! Request heads are bounded ([`MAX_HEAD_BYTES`]) and must arrive within
 //! [`HEAD_TIMEOUT`]; name resolution and connecting are each bounded by
 //! [`CONNECT_TIMEOUT`]; at most [`MAX_CONNECTIONS`] connections are served at once.
+//!
+//! **Connects are retried.** A destination that refuses, resets or is unreachable is tried
+//! again: up to [`CONNECT_ATTEMPTS`] rounds over its addresses, 100 ms then 200 ms apart,
+//! all within [`CONNECT_TIMEOUT`]. Retrying a connect is always safe: no byte has been sent
+//! yet. The event of the connection says how many retries it took
+//! ([`EgressEvent::connect_retries`]); the destination is `502` only when every round failed.
+//!
+//! **Fault injection.** A proxy started with a [`NetFault`]
+//! ([`EgressProxy::start_with_fault`]) applies it to every allowed connection: latency,
+//! a bandwidth limit, a hang, failed connects, or a reset mid-stream, after the faults of
+//! Toxiproxy. Refusals are never touched, so the allowlist reads the same under faults. A
+//! kill switch file, checked as each connection is accepted, turns injection off at once.
+//! What a fault did to a connection is in its event ([`EgressEvent::fault`]).
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -43,6 +58,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
 
 /// Largest request head (request line and headers) the proxy reads.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -52,6 +68,15 @@ pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most client connections served at once; further clients wait to be accepted.
 pub const MAX_CONNECTIONS: usize = 256;
+/// Rounds of connect attempts to a destination: each round tries every address it resolved
+/// to, in order; a failed round is retried after a short backoff (100 ms, then 200 ms), all
+/// within [`CONNECT_TIMEOUT`].
+pub const CONNECT_ATTEMPTS: u32 = 3;
+
+/// Wait before the second connect round; each later round waits twice the one before.
+const CONNECT_BACKOFF: Duration = Duration::from_millis(100);
+/// Most bytes a [`NetFault::Latency`] holds back per direction before it stops reading.
+const LATENCY_QUEUE_BYTES: usize = 512 * 1024;
 
 /// Most headers in one request head.
 const MAX_HEADERS: usize = 128;
@@ -407,6 +432,60 @@ pub struct EgressEvent {
     pub bytes_up: u64,
     /// Bytes received from the destination.
     pub bytes_down: u64,
+    /// What an injected [`NetFault`] did to this connection, as a lowercase fragment for a
+    /// log line (`chaos drop_net: reset after 4096 bytes`); `None` when no fault touched it.
+    pub fault: Option<String>,
+    /// Connect rounds beyond the first that reaching the destination took (see
+    /// [`CONNECT_ATTEMPTS`]), whether the failures were real or injected: 0 when the first
+    /// round connected or nothing was connected to, `CONNECT_ATTEMPTS - 1` when the last
+    /// round was needed or every round failed.
+    pub connect_retries: u32,
+}
+
+/// A network fault the egress proxy applies to every allowed connection (fault injection).
+///
+/// Refused and malformed requests are never touched. The `fault` of a connection's
+/// [`EgressEvent`] says what the fault did to it: `chaos delay_net: …` for the first three,
+/// `chaos drop_net: …` for the last two.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NetFault {
+    /// Each chunk sent toward the client is held back this long first (and the first byte
+    /// of a connection waits once before connecting). Chunks are delayed as they arrive,
+    /// not one after the other, like a long link: at most 512 KiB is held at once. Uploads
+    /// are not delayed.
+    Latency {
+        /// How long each chunk is held.
+        delay: Duration,
+    },
+    /// Data toward the client flows at most this many bytes per second (token bucket
+    /// holding a tenth of a second's bytes; uploads are limited the same way). 0 is taken
+    /// as 1.
+    Bandwidth {
+        /// The rate, each way.
+        bytes_per_sec: u64,
+    },
+    /// The request is accepted, then nothing is answered or forwarded for up to `at_most`,
+    /// after which the connection is reset (a hung upstream: proves the client's/step's
+    /// timeout handling). The destination is not connected to; a client that closes first
+    /// ends the hang.
+    Hang {
+        /// How long the connection is held before the reset.
+        at_most: Duration,
+    },
+    /// The first `count` upstream connect rounds of each connection (see
+    /// [`CONNECT_ATTEMPTS`]) fail as if reset by the peer, without touching the network;
+    /// the proxy's connect retry recovers when `count < CONNECT_ATTEMPTS`, and the client
+    /// gets `502` otherwise.
+    RefuseConnects {
+        /// How many rounds fail.
+        count: u32,
+    },
+    /// After this many bytes have flowed toward the client, both sides are reset (RST, via
+    /// `SO_LINGER` 0) mid-stream. A connection that carries fewer bytes ends normally.
+    ResetAfter {
+        /// Bytes from the destination forwarded before the reset.
+        bytes: u64,
+    },
 }
 
 /// A running egress proxy. Dropping it (or [`EgressProxy::shutdown`]) stops accepting,
@@ -431,7 +510,25 @@ impl EgressProxy {
         allow: Allowlist,
         events: mpsc::UnboundedSender<EgressEvent>,
     ) -> io::Result<EgressProxy> {
-        EgressProxy::start_with(listener, step, allow, events, Resolver::System)
+        EgressProxy::start_with_fault(listener, step, allow, events, None, None)
+    }
+
+    /// [`EgressProxy::start`], applying `fault` (if any) to every allowed connection.
+    ///
+    /// When `kill_switch` names a file that exists at the moment a connection is accepted,
+    /// the fault is not applied to that connection: creating the file stops injection for
+    /// every later connection at once (connections already faulted keep their fault). A
+    /// kill switch whose existence cannot be checked counts as present.
+    pub fn start_with_fault(
+        listener: std::net::TcpListener,
+        step: String,
+        allow: Allowlist,
+        events: mpsc::UnboundedSender<EgressEvent>,
+        fault: Option<NetFault>,
+        kill_switch: Option<PathBuf>,
+    ) -> io::Result<EgressProxy> {
+        let faults = Faults { fault, kill_switch };
+        EgressProxy::start_with(listener, step, allow, events, faults, Resolver::System)
     }
 
     fn start_with(
@@ -439,6 +536,7 @@ impl EgressProxy {
         step: String,
         allow: Allowlist,
         events: mpsc::UnboundedSender<EgressEvent>,
+        faults: Faults,
         resolver: Resolver,
     ) -> io::Result<EgressProxy> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
@@ -451,6 +549,7 @@ impl EgressProxy {
             step,
             allow,
             events,
+            faults,
             resolver,
         });
         let task = runtime.spawn(accept_loop(listener, shared));
@@ -477,7 +576,27 @@ struct Shared {
     step: String,
     allow: Allowlist,
     events: mpsc::UnboundedSender<EgressEvent>,
+    faults: Faults,
     resolver: Resolver,
+}
+
+/// The fault a proxy injects, and the file that turns it off.
+#[derive(Debug, Default)]
+struct Faults {
+    fault: Option<NetFault>,
+    kill_switch: Option<PathBuf>,
+}
+
+impl Faults {
+    /// The fault for a connection accepted now: none while the kill switch exists (or
+    /// cannot be checked).
+    fn for_connection(&self) -> Option<NetFault> {
+        let fault = self.fault.as_ref()?;
+        match &self.kill_switch {
+            Some(path) if !matches!(path.try_exists(), Ok(false)) => None,
+            _ => Some(fault.clone()),
+        }
+    }
 }
 
 /// How destination names become addresses.
@@ -513,7 +632,8 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         };
         match listener.accept().await {
             Ok((stream, _)) => {
-                connections.spawn(serve(stream, Arc::clone(&shared), permit));
+                let fault = shared.faults.for_connection();
+                connections.spawn(serve(stream, Arc::clone(&shared), fault, permit));
             }
             Err(e) if is_fatal_accept_error(&e) => {
                 tracing::error!(step = %shared.step, error = %e, "egress proxy listener failed");
@@ -546,6 +666,8 @@ struct Report {
     reason: Option<String>,
     up: AtomicU64,
     down: AtomicU64,
+    fault: Option<String>,
+    connect_retries: u32,
 }
 
 impl Report {
@@ -558,6 +680,8 @@ impl Report {
             reason: None,
             up: AtomicU64::new(0),
             down: AtomicU64::new(0),
+            fault: None,
+            connect_retries: 0,
         }
     }
 }
@@ -572,6 +696,8 @@ impl Drop for Report {
             reason: self.reason.take(),
             bytes_up: *self.up.get_mut(),
             bytes_down: *self.down.get_mut(),
+            fault: self.fault.take(),
+            connect_retries: self.connect_retries,
         };
         tracing::debug!(?event, "egress decision");
         // The receiver may be gone when nobody listens any more; the event has nowhere to go.
@@ -630,12 +756,19 @@ enum HeadError {
     Malformed(String),
 }
 
-async fn serve(mut client: TcpStream, shared: Arc<Shared>, _permit: OwnedSemaphorePermit) {
+async fn serve(
+    mut client: TcpStream,
+    shared: Arc<Shared>,
+    fault: Option<NetFault>,
+    _permit: OwnedSemaphorePermit,
+) {
     let mut buf = Vec::with_capacity(4096);
     let head = tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut client, &mut buf)).await;
     let (status, why) = match head {
         Ok(Ok(n)) => match parse_request(&buf[..n]) {
-            Ok(request) => return handle(client, &shared, request, &buf[n..]).await,
+            Ok(request) => {
+                return handle(client, &shared, request, &buf[n..], fault.as_ref()).await;
+            }
             Err(why) => (Status::BadRequest, why),
         },
         // Nothing was asked: nothing to decide.
@@ -666,8 +799,15 @@ async fn serve(mut client: TcpStream, shared: Arc<Shared>, _permit: OwnedSemapho
     refuse(client, status, &why).await;
 }
 
-/// Decides on a parsed request and, if allowed, carries it to its destination.
-async fn handle(mut client: TcpStream, shared: &Arc<Shared>, request: Request, leftover: &[u8]) {
+/// Decides on a parsed request and, if allowed, carries it to its destination, applying
+/// `fault` on the way.
+async fn handle(
+    mut client: TcpStream,
+    shared: &Arc<Shared>,
+    request: Request,
+    leftover: &[u8],
+    fault: Option<&NetFault>,
+) {
     let dest = Dest(&request.host, request.port);
     let mut report = Report::new(shared, request.host.event_form(), request.port);
 
@@ -690,7 +830,32 @@ async fn handle(mut client: TcpStream, shared: &Arc<Shared>, request: Request, l
         Decision::Connect(addrs) => addrs,
     };
     report.allowed = true;
-    let mut upstream = match connect_any(&addrs).await {
+
+    let mut refused_rounds = 0;
+    match fault {
+        Some(NetFault::Hang { at_most }) => return hang(client, *at_most, &mut report).await,
+        Some(NetFault::Latency { delay }) => {
+            report.fault = Some(format!("chaos delay_net: {} per chunk", human(*delay)));
+            tokio::time::sleep(*delay).await;
+        }
+        Some(NetFault::RefuseConnects { count }) => refused_rounds = *count,
+        _ => {}
+    }
+    let (connected, tries) = connect_any(&addrs, refused_rounds).await;
+    report.connect_retries = tries.rounds.saturating_sub(1);
+    if tries.injected > 0 {
+        let outcome = if connected.is_ok() {
+            "recovered by the proxy's retry"
+        } else {
+            "the proxy gave up"
+        };
+        report.fault = Some(format!(
+            "chaos drop_net: {} connect{} reset, {outcome}",
+            tries.injected,
+            if tries.injected == 1 { "" } else { "s" },
+        ));
+    }
+    let mut upstream = match connected {
         Ok(s) => s,
         Err(why) => {
             let body = format!("egress to {dest} failed: {why}");
@@ -718,14 +883,83 @@ async fn handle(mut client: TcpStream, shared: &Arc<Shared>, request: Request, l
         tracing::debug!(%dest, error = %e, "egress connection ended early");
         return;
     }
-    let (mut client_rx, mut client_tx) = client.split();
-    let (mut upstream_rx, mut upstream_tx) = upstream.split();
-    let tunnel = tokio::try_join!(
-        pump(&mut client_rx, &mut upstream_tx, &report.up),
-        pump(&mut upstream_rx, &mut client_tx, &report.down),
-    );
-    if let Err(e) = tunnel {
-        tracing::debug!(%dest, error = %e, "egress connection ended with an error");
+
+    let (up_shape, down_shape) = match fault {
+        Some(NetFault::Latency { delay }) => (Shape::Pass, Shape::Latency(*delay)),
+        Some(NetFault::Bandwidth { bytes_per_sec }) => {
+            let rate = (*bytes_per_sec).max(1);
+            report.fault = Some(format!("chaos delay_net: bandwidth {rate} B/s"));
+            (
+                Shape::Paced(Pacer::new(rate)),
+                Shape::Paced(Pacer::new(rate)),
+            )
+        }
+        Some(NetFault::ResetAfter { bytes }) => (Shape::Pass, Shape::CutAfter(*bytes)),
+        _ => (Shape::Pass, Shape::Pass),
+    };
+    let tunnel = {
+        let (mut client_rx, mut client_tx) = client.split();
+        let (mut upstream_rx, mut upstream_tx) = upstream.split();
+        tokio::try_join!(
+            pump(&mut client_rx, &mut upstream_tx, &report.up, up_shape),
+            pump(&mut upstream_rx, &mut client_tx, &report.down, down_shape),
+        )
+    };
+    match tunnel {
+        Ok(_) => {}
+        Err(e) if e.get_ref().is_some_and(|e| e.is::<Cut>()) => {
+            let bytes = report.down.load(Ordering::Relaxed);
+            report.fault = Some(format!("chaos drop_net: reset after {bytes} bytes"));
+            reset(&client);
+            reset(&upstream);
+        }
+        Err(e) => tracing::debug!(%dest, error = %e, "egress connection ended with an error"),
+    }
+}
+
+/// [`NetFault::Hang`]: holds the client without an answer, draining what it sends, until it
+/// closes or `at_most` has passed; then resets it.
+async fn hang(mut client: TcpStream, at_most: Duration, report: &mut Report) {
+    // Said first, in case the proxy is stopped mid-hang.
+    report.fault = Some(format!(
+        "chaos delay_net: held without an answer (at most {})",
+        human(at_most)
+    ));
+    let started = Instant::now();
+    let drain = async {
+        let mut sink = [0u8; 4096];
+        while let Ok(1..) = client.read(&mut sink).await {}
+    };
+    let gave_up = tokio::time::timeout(at_most, drain).await.is_ok();
+    report.fault = Some(if gave_up {
+        format!(
+            "chaos delay_net: held {} without an answer, until the client closed",
+            human(started.elapsed())
+        )
+    } else {
+        reset(&client);
+        format!(
+            "chaos delay_net: held {} without an answer, then reset",
+            human(at_most)
+        )
+    });
+}
+
+/// Makes the coming close of `stream` a reset (RST) rather than an orderly end.
+fn reset(stream: &TcpStream) {
+    if let Err(e) = stream.set_zero_linger() {
+        tracing::debug!(error = %e, "could not arm a reset on an egress connection");
+    }
+}
+
+/// A duration as a person reads it in a log: `3 s`, `250 ms`, `1500 ms`, `50 µs`.
+fn human(d: Duration) -> String {
+    if d.as_secs() > 0 && d.subsec_nanos() == 0 {
+        format!("{} s", d.as_secs())
+    } else if d.is_zero() || d >= Duration::from_millis(1) {
+        format!("{} ms", d.as_millis())
+    } else {
+        format!("{} µs", d.as_micros())
     }
 }
 
@@ -936,21 +1170,65 @@ async fn decide(shared: &Shared, host: &Host, port: u16) -> Decision {
     }
 }
 
-/// Connects to the first reachable address, within [`CONNECT_TIMEOUT`] overall.
-async fn connect_any(addrs: &[SocketAddr]) -> Result<TcpStream, String> {
+/// How the connect rounds of one connection went.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Tries {
+    /// Rounds started (each tries every address), injected ones included.
+    rounds: u32,
+    /// Rounds failed by a [`NetFault::RefuseConnects`].
+    injected: u32,
+}
+
+/// Connects to the first reachable address, in up to [`CONNECT_ATTEMPTS`] rounds within
+/// [`CONNECT_TIMEOUT`] overall; the first `refused_rounds` rounds fail as if reset.
+async fn connect_any(
+    addrs: &[SocketAddr],
+    refused_rounds: u32,
+) -> (Result<TcpStream, String>, Tries) {
+    connect_rounds(addrs, refused_rounds, TcpStream::connect).await
+}
+
+/// [`connect_any`] with the connecting done by `connect`.
+async fn connect_rounds<S, F, Fut>(
+    addrs: &[SocketAddr],
+    refused_rounds: u32,
+    mut connect: F,
+) -> (Result<S, String>, Tries)
+where
+    F: FnMut(SocketAddr) -> Fut,
+    Fut: Future<Output = io::Result<S>>,
+{
+    let mut tries = Tries::default();
+    let Some(first) = addrs.first() else {
+        return (Err("no address to connect to".to_owned()), tries);
+    };
     let attempt = async {
-        let mut last = String::from("no address to connect to");
-        for addr in addrs {
-            match TcpStream::connect(addr).await {
-                Ok(s) => return Ok(s),
-                Err(e) => last = format!("could not connect to {addr}: {e}"),
+        let mut last = String::new();
+        let mut backoff = CONNECT_BACKOFF;
+        for round in 0..CONNECT_ATTEMPTS {
+            if round > 0 {
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+            tries.rounds += 1;
+            if round < refused_rounds {
+                tries.injected += 1;
+                last = format!("could not connect to {first}: connection reset by peer (injected)");
+                continue;
+            }
+            for addr in addrs {
+                match connect(*addr).await {
+                    Ok(s) => return Ok(s),
+                    Err(e) => last = format!("could not connect to {addr}: {e}"),
+                }
             }
         }
-        Err(last)
+        Err(format!("{last} ({CONNECT_ATTEMPTS} attempts)"))
     };
-    tokio::time::timeout(CONNECT_TIMEOUT, attempt)
+    let result = tokio::time::timeout(CONNECT_TIMEOUT, attempt)
         .await
-        .unwrap_or_else(|_| Err("connecting timed out".to_owned()))
+        .unwrap_or_else(|_| Err("connecting timed out".to_owned()));
+    (result, tries)
 }
 
 async fn send_counted(to: &mut TcpStream, bytes: &[u8], count: &AtomicU64) -> io::Result<()> {
@@ -961,20 +1239,133 @@ async fn send_counted(to: &mut TcpStream, bytes: &[u8], count: &AtomicU64) -> io
     Ok(())
 }
 
-/// Copies until end of file, then half-closes the other side.
-async fn pump<R, W>(from: &mut R, to: &mut W, count: &AtomicU64) -> io::Result<()>
+/// What a fault does to one direction of a tunnel.
+#[derive(Debug)]
+enum Shape {
+    /// Nothing.
+    Pass,
+    /// Each chunk is held this long after it is read.
+    Latency(Duration),
+    /// Chunks are paced to a rate.
+    Paced(Pacer),
+    /// After this many more bytes, the tunnel is cut ([`Cut`]).
+    CutAfter(u64),
+}
+
+/// The error a [`Shape::CutAfter`] pump ends with, so that the other direction stops too.
+#[derive(Debug, thiserror::Error)]
+#[error("cut by an injected fault")]
+struct Cut;
+
+/// A token bucket holding a tenth of a second's bytes (at least one byte, at most one copy
+/// buffer), full at the start: each chunk of at most that size waits until the bucket
+/// could have paid for the chunks before it.
+#[derive(Debug)]
+struct Pacer {
+    /// Bytes per second, at least 1.
+    rate: u64,
+    /// When the bytes sent so far are paid for.
+    next: Instant,
+}
+
+impl Pacer {
+    fn new(rate: u64) -> Pacer {
+        Pacer {
+            rate: rate.max(1),
+            next: Instant::now(),
+        }
+    }
+
+    /// Largest chunk sent at once.
+    fn chunk(&self) -> usize {
+        usize::try_from(self.rate / 10)
+            .unwrap_or(usize::MAX)
+            .clamp(1, COPY_BUFFER)
+    }
+
+    /// Waits until `n` more bytes may be sent, and counts them as sent.
+    async fn take(&mut self, n: usize) {
+        tokio::time::sleep_until(self.next).await;
+        let nanos = (n as u64).saturating_mul(1_000_000_000) / self.rate;
+        self.next = self.next.max(Instant::now()) + Duration::from_nanos(nanos);
+    }
+}
+
+/// Copies until end of file, then half-closes the other side; `shape` says what a fault
+/// does on the way.
+async fn pump<R, W>(from: &mut R, to: &mut W, count: &AtomicU64, shape: Shape) -> io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let mut buf = vec![0u8; COPY_BUFFER];
+    let mut shape = match shape {
+        Shape::Latency(delay) => return pump_delayed(from, to, count, delay).await,
+        other => other,
+    };
     loop {
-        let n = from.read(&mut buf).await?;
+        let want = match &shape {
+            Shape::CutAfter(0) => return Err(io::Error::other(Cut)),
+            Shape::CutAfter(left) => usize::try_from(*left).unwrap_or(usize::MAX),
+            Shape::Paced(pacer) => pacer.chunk(),
+            Shape::Pass | Shape::Latency(_) => COPY_BUFFER,
+        }
+        .min(COPY_BUFFER);
+        let n = from.read(&mut buf[..want]).await?;
         if n == 0 {
             return to.shutdown().await;
         }
+        match &mut shape {
+            Shape::Paced(pacer) => pacer.take(n).await,
+            Shape::CutAfter(left) => *left -= n as u64,
+            Shape::Pass | Shape::Latency(_) => {}
+        }
         to.write_all(&buf[..n]).await?;
         count.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// [`pump`] for [`Shape::Latency`]: each chunk is written `delay` after it was read, while
+/// later chunks are read meanwhile (up to [`LATENCY_QUEUE_BYTES`] held at once).
+async fn pump_delayed<R, W>(
+    from: &mut R,
+    to: &mut W,
+    count: &AtomicU64,
+    delay: Duration,
+) -> io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; COPY_BUFFER];
+    let mut held: VecDeque<(Instant, Vec<u8>)> = VecDeque::new();
+    let mut held_bytes = 0;
+    let mut eof = false;
+    loop {
+        let due = match held.front() {
+            Some((due, _)) => Some(*due),
+            None if eof => return to.shutdown().await,
+            None => None,
+        };
+        tokio::select! {
+            // Reading a tokio stream is cancel-safe: a read that loses the race reads nothing.
+            n = from.read(&mut buf), if !eof && held_bytes < LATENCY_QUEUE_BYTES => {
+                match n? {
+                    0 => eof = true,
+                    n => {
+                        held.push_back((Instant::now() + delay, buf[..n].to_vec()));
+                        held_bytes += n;
+                    }
+                }
+            }
+            () = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
+                if let Some((_, chunk)) = held.pop_front() {
+                    held_bytes -= chunk.len();
+                    to.write_all(&chunk).await?;
+                    count.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                }
+            }
+        }
     }
 }
 
@@ -1348,6 +1739,18 @@ mod tests {
     }
 
     fn run(entries: &[&str], names: &[(&str, &str)]) -> Running {
+        run_with(entries, names, Faults::default())
+    }
+
+    fn run_faulty(entries: &[&str], fault: NetFault) -> Running {
+        let faults = Faults {
+            fault: Some(fault),
+            kill_switch: None,
+        };
+        run_with(entries, &[], faults)
+    }
+
+    fn run_with(entries: &[&str], names: &[(&str, &str)], faults: Faults) -> Running {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
         let addr = listener.local_addr().expect("proxy address");
         let (tx, events) = mpsc::unbounded_channel();
@@ -1360,6 +1763,7 @@ mod tests {
             "build".to_owned(),
             allow(entries),
             tx,
+            faults,
             Resolver::Fixed(names),
         )
         .expect("start the proxy");
@@ -1372,7 +1776,10 @@ mod tests {
 
     /// A one-shot HTTP server on the host loopback: accepts one connection, records the
     /// request head it receives, answers `response` and closes.
-    fn origin(response: &'static [u8]) -> (SocketAddr, std::sync::mpsc::Receiver<Vec<u8>>) {
+    fn origin<B>(response: B) -> (SocketAddr, std::sync::mpsc::Receiver<Vec<u8>>)
+    where
+        B: AsRef<[u8]> + Send + 'static,
+    {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the origin");
         let addr = listener.local_addr().expect("origin address");
         let (tx, rx) = std::sync::mpsc::channel();
@@ -1391,7 +1798,7 @@ mod tests {
                 }
             }
             let _ = tx.send(head);
-            let _ = conn.write_all(response);
+            let _ = conn.write_all(response.as_ref());
         });
         (addr, rx)
     }
@@ -1401,6 +1808,10 @@ mod tests {
 
     /// Sends `request` and reads the whole answer (the proxy closes after refusing).
     async fn exchange(proxy: SocketAddr, request: &[u8]) -> String {
+        String::from_utf8(exchange_bytes(proxy, request).await).expect("utf-8 answer")
+    }
+
+    async fn exchange_bytes(proxy: SocketAddr, request: &[u8]) -> Vec<u8> {
         let mut conn = TcpStream::connect(proxy)
             .await
             .expect("connect to the proxy");
@@ -1409,7 +1820,34 @@ mod tests {
         conn.read_to_end(&mut answer)
             .await
             .expect("read the answer");
-        String::from_utf8(answer).expect("utf-8 answer")
+        answer
+    }
+
+    /// A plain-HTTP proxy request for `origin`.
+    fn get(origin: SocketAddr) -> Vec<u8> {
+        format!("GET http://{origin}/ HTTP/1.1\r\n\r\n").into_bytes()
+    }
+
+    /// An HTTP response with a `len`-byte body of varied bytes.
+    fn big_response(len: usize) -> Vec<u8> {
+        let mut response =
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n")
+                .into_bytes();
+        response.extend((0..len).map(|i| (i % 251) as u8));
+        response
+    }
+
+    /// Reads until the connection ends, cleanly or not: what arrived, and how it ended.
+    async fn read_until_closed(conn: &mut TcpStream) -> (Vec<u8>, io::Result<()>) {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) => return (got, Ok(())),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => return (got, Err(e)),
+            }
+        }
     }
 
     /// Reads one response head, byte by byte so nothing after it is consumed.
@@ -1479,6 +1917,8 @@ mod tests {
                     reason: None,
                     bytes_up: request.len() as u64,
                     bytes_down: RESPONSE.len() as u64,
+                    fault: None,
+                    connect_retries: 0,
                 }
             );
         })
@@ -1709,6 +2149,9 @@ mod tests {
             assert!(event.allowed, "{event:?}");
             let why = event.reason.expect("a failure reason");
             assert!(why.contains("could not connect"), "{why}");
+            assert!(why.contains("(3 attempts)"), "{why}");
+            assert_eq!(event.connect_retries, CONNECT_ATTEMPTS - 1);
+            assert_eq!(event.fault, None);
 
             // A name that does not resolve.
             let answer = exchange(p.addr, b"CONNECT nowhere.test:443 HTTP/1.1\r\n\r\n").await;
@@ -1766,6 +2209,303 @@ mod tests {
             assert!(event.allowed, "{event:?}");
             assert_eq!(event.port, dest.port());
             assert!(event.bytes_up <= 4, "{event:?}");
+        })
+        .await;
+    }
+
+    // --- connect retry and injected faults -----------------------------------------------
+
+    #[tokio::test]
+    async fn a_refused_connect_is_retried_in_a_later_round() {
+        bounded(async {
+            let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let dest = closed.local_addr().expect("address");
+            drop(closed);
+            let mut calls = 0;
+            let mut listener = None;
+            let (connected, tries) = connect_rounds(&[dest], 0, |addr| {
+                calls += 1;
+                // The destination starts listening only after it refused the first round.
+                if calls == 2 {
+                    let bound = std::net::TcpListener::bind(dest).expect("listen again");
+                    listener = Some(bound);
+                }
+                TcpStream::connect(addr)
+            })
+            .await;
+            let stream = connected.expect("the second round connects");
+            assert_eq!(
+                tries,
+                Tries {
+                    rounds: 2,
+                    injected: 0
+                }
+            );
+            assert_eq!(calls, 2);
+            let listener = listener.expect("the destination listens");
+            let (_, peer) = listener.accept().expect("the proxy's connection arrived");
+            assert_eq!(peer, stream.local_addr().expect("local address"));
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn every_round_tries_every_address_before_giving_up() {
+        bounded(async {
+            let closed: Vec<SocketAddr> = (0..2)
+                .map(|_| {
+                    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+                    l.local_addr().expect("address")
+                })
+                .collect();
+            let mut tried = Vec::new();
+            let (connected, tries) = connect_rounds(&closed, 0, |addr| {
+                tried.push(addr);
+                TcpStream::connect(addr)
+            })
+            .await;
+            let why = connected.expect_err("nothing listens");
+            assert!(
+                why.starts_with(&format!("could not connect to {}: ", closed[1])),
+                "{why}"
+            );
+            assert!(why.ends_with("(3 attempts)"), "{why}");
+            assert_eq!(tries.rounds, CONNECT_ATTEMPTS);
+            assert_eq!(tried, closed.repeat(CONNECT_ATTEMPTS as usize));
+
+            let (connected, tries) = connect_rounds(&[], 0, TcpStream::connect).await;
+            assert_eq!(
+                connected.expect_err("no address").as_str(),
+                "no address to connect to"
+            );
+            assert_eq!(tries.rounds, 0);
+        })
+        .await;
+    }
+
+    #[test]
+    fn durations_read_as_written() {
+        assert_eq!(human(Duration::from_secs(3)), "3 s");
+        assert_eq!(human(Duration::from_millis(250)), "250 ms");
+        assert_eq!(human(Duration::from_millis(1500)), "1500 ms");
+        assert_eq!(human(Duration::from_micros(50)), "50 µs");
+        assert_eq!(human(Duration::ZERO), "0 ms");
+    }
+
+    #[tokio::test]
+    async fn latency_holds_the_answer_back_and_is_reported() {
+        bounded(async {
+            let (origin, _) = origin(RESPONSE);
+            let delay = Duration::from_millis(200);
+            let mut p = run_faulty(&[&origin.to_string()], NetFault::Latency { delay });
+            let started = Instant::now();
+            let answer = exchange(p.addr, &get(origin)).await;
+            let elapsed = started.elapsed();
+            assert_eq!(answer.as_bytes(), RESPONSE);
+            // Once before connecting, and once more for the answer.
+            assert!(elapsed >= delay * 2, "answered after {elapsed:?}");
+            let event = p.next_event().await;
+            assert!(event.allowed && event.reason.is_none(), "{event:?}");
+            assert_eq!(event.bytes_down, RESPONSE.len() as u64);
+            assert_eq!(
+                event.fault.as_deref(),
+                Some("chaos delay_net: 200 ms per chunk")
+            );
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn bandwidth_paces_the_download_and_delivers_it_intact() {
+        bounded(async {
+            let response = big_response(32 * 1024);
+            let (origin, _) = origin(response.clone());
+            let rate = 64 * 1024;
+            let fault = NetFault::Bandwidth {
+                bytes_per_sec: rate,
+            };
+            let mut p = run_faulty(&[&origin.to_string()], fault);
+            let started = Instant::now();
+            let answer = exchange_bytes(p.addr, &get(origin)).await;
+            let elapsed = started.elapsed();
+            assert!(answer == response, "the body arrived altered");
+            // Everything after the first chunk (a tenth of a second's bytes) waited for its
+            // tokens.
+            let paced = (response.len() as u64 - rate / 10) * 1_000_000_000 / rate;
+            let floor = Duration::from_nanos(paced) - Duration::from_millis(1);
+            assert!(elapsed >= floor, "{elapsed:?} is faster than the limit");
+            let event = p.next_event().await;
+            assert!(event.allowed && event.reason.is_none(), "{event:?}");
+            assert_eq!(event.bytes_down, response.len() as u64);
+            assert_eq!(
+                event.fault.as_deref(),
+                Some("chaos delay_net: bandwidth 65536 B/s")
+            );
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn hang_answers_nothing_then_resets() {
+        bounded(async {
+            let upstream = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let dest = upstream.local_addr().expect("address");
+            let at_most = Duration::from_millis(300);
+            let mut p = run_faulty(&[&dest.to_string()], NetFault::Hang { at_most });
+            let started = Instant::now();
+            let mut conn = TcpStream::connect(p.addr)
+                .await
+                .expect("connect to the proxy");
+            conn.write_all(format!("CONNECT {dest} HTTP/1.1\r\n\r\n").as_bytes())
+                .await
+                .expect("send CONNECT");
+            let (got, end) = read_until_closed(&mut conn).await;
+            assert!(started.elapsed() >= at_most, "{:?}", started.elapsed());
+            assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+            let err = end.expect_err("the connection is reset");
+            assert_eq!(err.kind(), io::ErrorKind::ConnectionReset, "{err}");
+            assert_untouched(&upstream);
+
+            let event = p.next_event().await;
+            assert!(event.allowed && event.reason.is_none(), "{event:?}");
+            assert_eq!((event.bytes_up, event.bytes_down), (0, 0));
+            assert_eq!(
+                event.fault.as_deref(),
+                Some("chaos delay_net: held 300 ms without an answer, then reset")
+            );
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn refused_connects_are_recovered_by_the_retry() {
+        bounded(async {
+            let (origin, seen) = origin(RESPONSE);
+            let mut p = run_faulty(
+                &[&origin.to_string()],
+                NetFault::RefuseConnects { count: 2 },
+            );
+            let answer = exchange(p.addr, &get(origin)).await;
+            assert_eq!(answer.as_bytes(), RESPONSE);
+            assert!(seen.recv().is_ok(), "the origin saw the request");
+            let event = p.next_event().await;
+            assert!(event.allowed && event.reason.is_none(), "{event:?}");
+            assert_eq!(event.connect_retries, 2);
+            assert_eq!(
+                event.fault.as_deref(),
+                Some("chaos drop_net: 2 connects reset, recovered by the proxy's retry")
+            );
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn connects_refused_every_round_are_502() {
+        bounded(async {
+            let upstream = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let dest = upstream.local_addr().expect("address");
+            let fault = NetFault::RefuseConnects {
+                count: CONNECT_ATTEMPTS,
+            };
+            let mut p = run_faulty(&[&dest.to_string()], fault);
+            let answer = exchange(
+                p.addr,
+                format!("CONNECT {dest} HTTP/1.1\r\n\r\n").as_bytes(),
+            )
+            .await;
+            assert!(
+                answer.starts_with("HTTP/1.1 502 Bad Gateway\r\n"),
+                "{answer}"
+            );
+            assert!(answer.contains("reset by peer (injected)"), "{answer}");
+            assert_untouched(&upstream);
+
+            let event = p.next_event().await;
+            assert!(event.allowed, "{event:?}");
+            assert_eq!(
+                event.reason.as_deref(),
+                Some(
+                    format!(
+                        "could not connect to {dest}: connection reset by peer (injected) \
+                         (3 attempts)"
+                    )
+                    .as_str()
+                )
+            );
+            assert_eq!(event.connect_retries, CONNECT_ATTEMPTS - 1);
+            assert_eq!(
+                event.fault.as_deref(),
+                Some("chaos drop_net: 3 connects reset, the proxy gave up")
+            );
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn reset_after_cuts_the_download_mid_stream() {
+        bounded(async {
+            let response = big_response(64 * 1024);
+            let (origin, _) = origin(response.clone());
+            let mut p = run_faulty(&[&origin.to_string()], NetFault::ResetAfter { bytes: 4096 });
+            let mut conn = TcpStream::connect(p.addr)
+                .await
+                .expect("connect to the proxy");
+            conn.write_all(&get(origin))
+                .await
+                .expect("send the request");
+            let (got, end) = read_until_closed(&mut conn).await;
+            assert!(got.len() <= 4096, "{} bytes arrived", got.len());
+            assert!(got == response[..got.len()], "the bytes arrived altered");
+            let err = end.expect_err("the connection is reset");
+            assert_eq!(err.kind(), io::ErrorKind::ConnectionReset, "{err}");
+
+            let event = p.next_event().await;
+            assert!(event.allowed && event.reason.is_none(), "{event:?}");
+            assert_eq!(event.bytes_down, 4096);
+            assert_eq!(
+                event.fault.as_deref(),
+                Some("chaos drop_net: reset after 4096 bytes")
+            );
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn the_kill_switch_stops_injection_from_the_next_connection() {
+        bounded(async {
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            let switch = dir.path().join("no-chaos");
+            let (first, _) = origin(RESPONSE);
+            let (second, _) = origin(RESPONSE);
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+            let addr = listener.local_addr().expect("proxy address");
+            let (tx, mut events) = mpsc::unbounded_channel();
+            let list = allow(&[&first.to_string(), &second.to_string()]);
+            let _proxy = EgressProxy::start_with_fault(
+                listener,
+                "build".to_owned(),
+                list,
+                tx,
+                Some(NetFault::RefuseConnects { count: 1 }),
+                Some(switch.clone()),
+            )
+            .expect("start the proxy");
+
+            let answer = exchange(addr, &get(first)).await;
+            assert_eq!(answer.as_bytes(), RESPONSE);
+            let event = events.recv().await.expect("an event");
+            assert_eq!(
+                event.fault.as_deref(),
+                Some("chaos drop_net: 1 connect reset, recovered by the proxy's retry")
+            );
+            assert_eq!(event.connect_retries, 1);
+
+            std::fs::write(&switch, b"").expect("create the kill switch");
+            let answer = exchange(addr, &get(second)).await;
+            assert_eq!(answer.as_bytes(), RESPONSE);
+            let event = events.recv().await.expect("an event");
+            assert!(event.allowed && event.reason.is_none(), "{event:?}");
+            assert_eq!((event.fault, event.connect_retries), (None, 0));
         })
         .await;
     }

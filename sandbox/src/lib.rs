@@ -23,7 +23,8 @@
 //!   enforces; docs/sandbox.md walks through the sequence.
 //!
 //! The [`EgressProxy`] is the other half of network isolation: it runs outside the
-//! sandbox and serves an [`Allowlist`] on the proxy port a sandbox hands out.
+//! sandbox and serves an [`Allowlist`] on the proxy port a sandbox hands out; it can also
+//! inject a [`NetFault`] into the connections it carries.
 //!
 //! Not here: what a step declares (the executor turns a step into an [`Isolation`]), and
 //! output collection.
@@ -41,8 +42,8 @@ mod seccomp;
 mod watchdog;
 
 pub use egress::{
-    Allowlist, AllowlistError, CONNECT_TIMEOUT, EgressEvent, EgressProxy, HEAD_TIMEOUT,
-    MAX_CONNECTIONS, MAX_HEAD_BYTES,
+    Allowlist, AllowlistError, CONNECT_ATTEMPTS, CONNECT_TIMEOUT, EgressEvent, EgressProxy,
+    HEAD_TIMEOUT, MAX_CONNECTIONS, MAX_HEAD_BYTES, NetFault,
 };
 pub use isolation::{
     HOME, HOSTNAME, Isolation, IsolationBuilder, LayoutError, Limits, NetworkMode, NetworkSet,
