@@ -286,7 +286,8 @@ fn repro(cx: &StepContext<'_>) -> String {
     )
 }
 
-fn shell_quote(word: &str) -> String {
+/// `word` as one POSIX shell word: as it is when that is safe, else single-quoted.
+pub fn shell_quote(word: &str) -> String {
     let plain = !word.is_empty()
         && word
             .chars()

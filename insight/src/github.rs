@@ -217,12 +217,12 @@ pub fn group(title: &str) -> String {
 }
 
 /// Text inside backticks in a table cell: backticks and pipes would end it.
-fn md_code(s: &str) -> String {
+pub(crate) fn md_code(s: &str) -> String {
     s.replace('`', "ˋ").replace('|', "\\|").replace('\n', " ")
 }
 
 /// Text in a table cell or list item: no line breaks or unescaped pipes, no HTML.
-fn md_cell(s: &str) -> String {
+pub(crate) fn md_cell(s: &str) -> String {
     s.replace('|', "\\|")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

@@ -6,10 +6,10 @@
 //! `autopsy`, `determinism`, `chaos`, `metrics`) and says plainly when there is nothing to
 //! show and what would produce it. docs/report.md describes the sections and the metrics.
 
-mod fmt;
+pub(crate) mod fmt;
 mod read;
 mod sections;
-mod stats;
+pub(crate) mod stats;
 mod svg;
 
 use std::fmt::Write as _;
@@ -44,7 +44,7 @@ impl Default for ReportOptions {
     }
 }
 
-const CSS: &str = include_str!("html/style.css");
+pub(crate) const CSS: &str = include_str!("html/style.css");
 
 /// The sections in page order: id and the link text of the contents bar.
 const SECTIONS: [(&str, &str); 9] = [
@@ -146,12 +146,12 @@ fn header(page: &mut String, title: &str, shown: usize, read: usize, opts: &Repo
 }
 
 /// `one` or `many`, by `n`.
-fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
+pub(crate) fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
     if n == 1 { one } else { many }
 }
 
 /// The opening of a section: its id and heading.
-fn open_section(id: &str, heading: &str) -> String {
+pub(crate) fn open_section(id: &str, heading: &str) -> String {
     format!("<section id=\"{id}\" aria-labelledby=\"{id}-h\">\n<h2 id=\"{id}-h\">{heading}</h2>\n")
 }
 
@@ -161,7 +161,7 @@ fn empty(what: &str, how: &str) -> String {
 }
 
 /// A status as a badge whose text says it without colour.
-fn badge(status: Status) -> String {
+pub(crate) fn badge(status: Status) -> String {
     let (sym, word) = match status {
         Status::Success => ("\u{2713}", "success"),
         Status::Failed => ("\u{2715}", "failed"),
@@ -172,7 +172,7 @@ fn badge(status: Status) -> String {
 }
 
 /// A figure card: the number (HTML), what it is, and on what it rests.
-fn card(figure: &str, label: &str, sub: &str, tone: &str) -> String {
+pub(crate) fn card(figure: &str, label: &str, sub: &str, tone: &str) -> String {
     format!(
         "<div class=\"card {tone}\"><div class=\"figure\">{figure}</div><div class=\"label\">{label}</div>\
          <div class=\"sub\">{sub}</div></div>"

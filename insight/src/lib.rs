@@ -5,13 +5,15 @@
 //! run comes from (repository, commit, branch, pull request), what it costs (configured
 //! rates per runner class), the failure autopsy (rule-first classification of a failed
 //! step's log), the JUnit XML file, the GitHub step summary and annotations, and the
-//! static HTML report built from past records.
+//! static HTML report built from past records, and the summary and pages of a chaos night
+//! (a plan run with and without seeded fault injection).
 //!
 //! It does not run anything, read plans or touch the cache: the binary hands it what the
 //! scheduler, the executor and the sandbox observed, as plain data. It depends on no
 //! other crate of the workspace.
 
 pub mod autopsy;
+pub mod chaos;
 pub mod github;
 pub mod html;
 pub mod junit;

@@ -383,6 +383,17 @@ pub struct ChaosTrial {
     /// What happened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// What the plan's recovery paths should achieve for this fault on this step:
+    /// `recovered` or `degraded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<String>,
+    /// The recovery path the fault exercises (`retry with backoff`, `quarantine and
+    /// re-execution`, `proxy retry`, `timeout, then retry`, `clean failure`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<String>,
+    /// The command that replays the trial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repro: Option<String>,
 }
 
 /// The autopsy of the run's failed steps.
@@ -740,6 +751,12 @@ pub fn uuid_v4(mut bytes: [u8; 16]) -> String {
     )
 }
 
+/// Milliseconds since the epoch of an RFC 3339 time (any offset, any fraction), as the
+/// records write them; `None` when it is not one.
+pub fn parse_rfc3339_ms(s: &str) -> Option<u64> {
+    crate::html::stats::parse_rfc3339_ms(s).and_then(|ms| u64::try_from(ms).ok())
+}
+
 /// RFC 3339 in UTC with milliseconds, from milliseconds since the Unix epoch.
 pub fn rfc3339_ms(unix_ms: u64) -> String {
     let secs = unix_ms / 1000;
@@ -840,6 +857,87 @@ mod tests {
             Resilience::from_report("{"),
             Err(ResilienceError::Json(_))
         ));
+    }
+
+    /// A chaos trial with every field set.
+    fn full_trial() -> ChaosTrial {
+        ChaosTrial {
+            fault: "kill_job".into(),
+            target: "test".into(),
+            seed: 43,
+            rate: Some(0.3),
+            started_at: Some("2026-05-01T02:00:01.000Z".into()),
+            ended_at: Some("2026-05-01T02:00:03.000Z".into()),
+            outcome: "recovered".into(),
+            retries: Some(1),
+            attempt: Some(1),
+            recovery_ms: Some(2_000),
+            detail: Some("SIGKILL at 1.2s; attempt 2 succeeded".into()),
+            expected: Some("recovered".into()),
+            recovery: Some("retry with backoff".into()),
+            repro: Some(
+                "ci-intel run plans/ci.toml --chaos \"seed=43,rate=0.3,faults=kill_job\" --step test"
+                    .into(),
+            ),
+        }
+    }
+
+    #[test]
+    fn the_schema_names_every_field_of_a_chaos_trial() {
+        let schema: serde_json::Value = serde_json::from_str(SCHEMA_V1_3_JSON).unwrap();
+        let item = &schema["properties"]["chaos"]["items"];
+        assert_eq!(item["additionalProperties"], false);
+        let props = item["properties"].as_object().unwrap();
+        let trial = serde_json::to_value(full_trial()).unwrap();
+        for k in trial.as_object().unwrap().keys() {
+            assert!(props.contains_key(k), "the schema lacks chaos[].{k}");
+        }
+        assert_eq!(
+            props["expected"]["enum"],
+            serde_json::json!(["recovered", "degraded"])
+        );
+        let back: ChaosTrial = serde_json::from_value(trial).unwrap();
+        assert_eq!(back, full_trial());
+        let bare: ChaosTrial = serde_json::from_str(
+            r#"{"fault": "kill_job", "target": "t", "seed": 1, "outcome": "failed"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (bare.expected, bare.recovery, bare.repro),
+            (None, None, None)
+        );
+    }
+
+    #[test]
+    fn downgrade_keeps_only_the_chaos_fields_of_v1_2() {
+        let text = include_str!("../../schema/pipeline_run.v1.3.example.json");
+        let mut record: RunRecord = serde_json::from_str(text).unwrap();
+        record.chaos = vec![full_trial()];
+        let v = record.to_v1_2().unwrap();
+        let trial = v["chaos"][0].as_object().unwrap();
+        let mut keys: Vec<&str> = trial.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "ended_at",
+                "fault",
+                "outcome",
+                "rate",
+                "retries",
+                "seed",
+                "started_at",
+                "target"
+            ]
+        );
+        let v12: serde_json::Value =
+            serde_json::from_str(include_str!("../../schema/pipeline_run.v1.2.json")).unwrap();
+        let allowed = v12["properties"]["chaos"]["items"]["properties"]
+            .as_object()
+            .expect("v1.2 describes chaos items");
+        for k in keys {
+            assert!(allowed.contains_key(k), "v1.2 has no chaos[].{k}");
+        }
     }
 
     #[test]
