@@ -31,6 +31,9 @@ pub(crate) enum Command {
     /// Prove steps reproducible: run them twice with variations and compare the outputs.
     #[command(subcommand)]
     Determinism(DeterminismCommand),
+    /// Fault-injection campaigns (docs/chaos.md).
+    #[command(subcommand)]
+    Chaos(ChaosCommand),
     /// Write a self-contained HTML dashboard of past runs (from the run records).
     Report {
         /// The HTML file to write.
@@ -125,6 +128,57 @@ pub(crate) struct RunArgs {
     /// `$CI_INTEL_RATES`, else `rates.toml` in the state directory when it exists.
     #[arg(long, value_name = "FILE", env = "CI_INTEL_RATES")]
     pub(crate) rates: Option<PathBuf>,
+    /// Inject faults on purpose, seeded (docs/chaos.md): `seed=N,rate=R,faults=A,B,...`
+    /// with faults kill_job, delay_net, drop_net, corrupt_cache, cpu_stress, disk_fill, or
+    /// a fault's own rate (`kill_job=0.2`). The plan's `[chaos]` table limits what may be
+    /// injected; `CI_INTEL_CHAOS=off` or the plan's kill-switch file turns it all off.
+    #[arg(long, value_name = "SPEC", value_parser = chaos_arg)]
+    pub(crate) chaos: Option<ci_intel_scheduler::chaos::ChaosSpec>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ChaosCommand {
+    /// A chaos night: a control run without faults, then K runs with faults (run i seeded
+    /// N+i); a report in HTML and Markdown with each fault × step verdict, the recovery
+    /// times, a repro command for each failure and the change since the previous night.
+    /// Exit 1 when a fault the plan should recover from was not recovered from (or the
+    /// control run failed).
+    Night(NightArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct NightArgs {
+    /// The plan file.
+    pub(crate) plan: PathBuf,
+    /// The night's seed; run i is seeded N+i. Default: random (printed, and in the report).
+    #[arg(long, value_name = "N")]
+    pub(crate) seed: Option<u64>,
+    /// Chaos runs after the control run.
+    #[arg(long, value_name = "K", default_value_t = 3)]
+    pub(crate) runs: u32,
+    /// The HTML report; the Markdown one is written beside it (`.md`). Default:
+    /// `chaos/night-<time>.html` in the state directory.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) report: Option<PathBuf>,
+    /// The rate per attempt. Default: the plan's `[chaos] rate`, else 0.25.
+    #[arg(long, value_name = "R")]
+    pub(crate) rate: Option<f64>,
+    /// The faults, comma-separated. Default: every fault the plan allows.
+    #[arg(long, value_name = "LIST")]
+    pub(crate) faults: Option<String>,
+    /// Only these steps and what they need (repeatable).
+    #[arg(long = "step", value_name = "ID")]
+    pub(crate) steps: Vec<String>,
+    /// Job slots of each run.
+    #[arg(short, long, value_name = "N")]
+    pub(crate) jobs: Option<u32>,
+    /// The state directory of the runs (history, records, the nights file). Default:
+    /// `.ci-intel` under the plan's root.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) state_dir: Option<PathBuf>,
+    /// The cache directory of the runs.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) cache_dir: Option<PathBuf>,
 }
 
 const EXEC_ABOUT: &str = "Run one command in the sandbox plan steps get, and exit with its status.";
@@ -373,6 +427,13 @@ pub(crate) enum GraphFormat {
     Dot,
     /// Mermaid flowchart.
     Mermaid,
+}
+
+fn chaos_arg(s: &str) -> Result<ci_intel_scheduler::chaos::ChaosSpec, String> {
+    s.parse()
+        .map_err(|e: ci_intel_scheduler::chaos::SpecError| {
+            format!("{e}; write e.g. seed=42,rate=0.05,faults=kill_job,drop_net (docs/chaos.md)")
+        })
 }
 
 fn humantime_arg(s: &str) -> Result<std::time::Duration, String> {

@@ -30,8 +30,8 @@ use ci_intel_scheduler::{
 use clap::Parser;
 
 use crate::cli::{
-    CacheCommand, Cli, Command, DeterminismCommand, ExecCli, GraphFormat, PlanCommand,
-    PredictCommand, RunArgs,
+    CacheCommand, ChaosCommand, Cli, Command, DeterminismCommand, ExecCli, GraphFormat,
+    PlanCommand, PredictCommand, RunArgs,
 };
 use crate::report::Reporter;
 
@@ -62,6 +62,7 @@ macro_rules! outln {
 }
 
 mod cache_cmd;
+mod chaos_cmd;
 mod predict;
 mod shard_cmd;
 
@@ -108,6 +109,7 @@ fn main() -> ExitCode {
             args.verify_determinism.get_or_insert_with(|| "fail".into());
             run(args)
         }
+        Command::Chaos(ChaosCommand::Night(args)) => chaos_cmd::night(args),
         Command::Plan(PlanCommand::Check { plan }) => plan_check(&plan),
         Command::Plan(PlanCommand::Graph {
             plan,
@@ -598,6 +600,74 @@ fn run(args: RunArgs) -> Outcome {
             "warn" => VerifyPolicy::Warn,
             _ => VerifyPolicy::Fail,
         }),
+        chaos: None,
+    };
+
+    // The fault schedule, fixed before anything runs.
+    let chaos = match &args.chaos {
+        None => None,
+        Some(spec) => {
+            let seed = spec
+                .seed
+                .unwrap_or_else(|| fastrand::u64(..=ci_intel_scheduler::chaos::MAX_SEED));
+            // A kill lands at a fraction of the step's median run (not of the p80 that
+            // orders the steps).
+            let medians = if learned.model.is_empty() {
+                estimates.clone()
+            } else {
+                learned.as_runs(&plan).0
+            };
+            match ci_intel_scheduler::chaos::Chaos::new(
+                spec,
+                &plan,
+                medians,
+                !(args.dry_run || args.no_cache),
+                seed,
+            ) {
+                Ok(c) => Some(Arc::new(c)),
+                Err(e) => {
+                    return Ok(Err(Failure::usage(
+                        format!("error: --chaos: {e}"),
+                        Some(
+                            "ask for faults the plan's [chaos] table allows (docs/chaos.md)".into(),
+                        ),
+                    )));
+                }
+            }
+        }
+    };
+    if let Some(c) = &chaos {
+        let rates: Vec<String> = c
+            .faults
+            .iter()
+            .map(|f| match c.rates.get(f) {
+                Some(r) => format!("{f} {r}"),
+                None => f.name().to_string(),
+            })
+            .collect();
+        let shared = c.faults.iter().any(|f| !c.rates.contains_key(f));
+        outln!(
+            "chaos: seed {}{}, faults {} (replay: --chaos \"{}\"; decisions in {})",
+            c.seed,
+            if shared {
+                format!(", rate {} per attempt", c.rate)
+            } else {
+                String::new()
+            },
+            rates.join(", "),
+            c.spec,
+            run_dir.join("chaos.log").display()
+        );
+        for f in &c.refused {
+            tracing::warn!("chaos: {f} is not among the plan's [chaos] faults; it is not injected");
+        }
+        if let Some(why) = c.kill_switch.engaged() {
+            outln!("chaos: off ({why}): nothing is injected");
+        }
+    }
+    let options = DispatchOptions {
+        chaos: chaos.clone(),
+        ..options
     };
 
     let cache = if args.dry_run || args.no_cache {
@@ -636,10 +706,11 @@ fn run(args: RunArgs) -> Outcome {
         .build()
         .context("starting the async runtime")?;
     let github = telemetry::github_actions();
-    let reporter = Arc::new(Reporter::new(
-        selection.len(),
-        github.then_some(args.live_output),
-    ));
+    let mut reporter = Reporter::new(selection.len(), github.then_some(args.live_output));
+    if let Some(c) = &chaos {
+        reporter = reporter.with_chaos_log(&run_dir.join("chaos.log"), c.seed);
+    }
+    let reporter = Arc::new(reporter);
     let interrupt = CancelSource::new();
     let report = runtime.block_on(async {
         // Handlers are in place before the first step starts.
@@ -734,8 +805,12 @@ fn run(args: RunArgs) -> Outcome {
             rates,
             no_sandbox: args.no_sandbox,
             traceparent,
+            chaos: chaos.as_deref(),
         };
         let record = telemetry::build(&cx, &report);
+        if !record.chaos.is_empty() {
+            predict::record_trials(&plan, &record, history.as_ref());
+        }
         telemetry::write(
             &record,
             &report,
@@ -750,6 +825,9 @@ fn run(args: RunArgs) -> Outcome {
     });
 
     out!("{}", report::summary(&report, &run_dir));
+    if let (Some(c), Some(rec)) = (&chaos, &record) {
+        out!("{}", report::chaos_summary(c, &rec.chaos, &run_dir));
+    }
     if let Some(off) = report::unsandboxed(&plan, &selection, args.no_sandbox) {
         out!("{off}");
     }

@@ -219,6 +219,47 @@ fn changed_since(root: &Path, commit: &str) -> Option<Vec<String>> {
 /// Records the run in the history (when there is one), each step with what the model
 /// predicted for it, and returns those predictions for the run record. A history that
 /// cannot be written costs a warning, never the run.
+/// Records a run's chaos trials in the history, beside the run [`record`] just wrote.
+pub(crate) fn record_trials(
+    plan: &Plan,
+    run: &ci_intel_insight::record::RunRecord,
+    history: Option<&History>,
+) {
+    let Some(h) = history else { return };
+    let unix = |t: &Option<String>| {
+        t.as_deref()
+            .and_then(ci_intel_insight::record::parse_rfc3339_ms)
+    };
+    let rows: Vec<ci_intel_scheduler::history::TrialRecord> = run
+        .chaos
+        .iter()
+        .map(|t| ci_intel_scheduler::history::TrialRecord {
+            step: t.target.clone(),
+            fault: t.fault.clone(),
+            attempt: t.attempt.unwrap_or(1),
+            seed: u64::try_from(t.seed).unwrap_or(0),
+            rate: t.rate,
+            started_unix_ms: unix(&t.started_at),
+            ended_unix_ms: unix(&t.ended_at),
+            outcome: t.outcome.clone(),
+            expected: t.expected.clone().unwrap_or_default(),
+            retries: t.retries.unwrap_or(0),
+            recovery_ms: t.recovery_ms,
+            detail: t.detail.clone().unwrap_or_default(),
+        })
+        .collect();
+    let result = h.last_run(&plan.name).and_then(|id| match id {
+        Some(id) => h.record_trials(&plan.name, id, &rows),
+        None => Ok(()),
+    });
+    if let Err(e) = result {
+        tracing::warn!(
+            "chaos trials not recorded in the run history: {}",
+            ci_intel_cache::error_chain(&e)
+        );
+    }
+}
+
 pub(crate) fn record(
     plan: &Plan,
     report: &RunReport,
@@ -261,6 +302,15 @@ pub(crate) fn record(
                 input_bytes: inputs.map(|i| i.bytes),
                 input_files: inputs.map(|i| i.files),
                 predicted: Some(learned.prediction(&r.id, hit, features)),
+                chaos: {
+                    let fired: Vec<&str> = r
+                        .chaos
+                        .iter()
+                        .filter(|t| t.effect.fired)
+                        .map(|t| t.injection.fault.name())
+                        .collect();
+                    (!fired.is_empty()).then(|| fired.join(","))
+                },
             }
         })
         .collect();

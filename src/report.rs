@@ -23,6 +23,8 @@ pub(crate) struct Reporter {
     pending: Mutex<Vec<u8>>,
     /// Replay each finished step's log (at most this many bytes of its end) in a group.
     replay: Option<u64>,
+    /// The run's chaos log (every decision, a line each) and the run's seed.
+    chaos_log: Option<(Mutex<std::fs::File>, u64)>,
 }
 
 impl Reporter {
@@ -45,7 +47,18 @@ impl Reporter {
             running: Mutex::new(Vec::new()),
             pending: Mutex::new(Vec::new()),
             replay,
+            chaos_log: None,
         }
+    }
+
+    /// Logs every chaos decision to `path` (`--chaos`); a log that cannot be created is
+    /// said once and the decisions are then only in the step logs and the run record.
+    pub(crate) fn with_chaos_log(mut self, path: &Path, seed: u64) -> Reporter {
+        match std::fs::File::create(path) {
+            Ok(f) => self.chaos_log = Some((Mutex::new(f), seed)),
+            Err(e) => tracing::warn!("chaos log {} not written: {e}", path.display()),
+        }
+        self
     }
 
     /// A finished step's log inside a workflow-command group.
@@ -202,6 +215,22 @@ impl Observer for Reporter {
                 }
             }
             Event::Stopping { reason } => self.println_event(&format!("      STOP {reason}")),
+            Event::Chaos { step, decision } => {
+                if let Some((log, seed)) = &self.chaos_log {
+                    if let Ok(mut f) = log.lock() {
+                        let _ = writeln!(f, "{}", decision.line(*seed));
+                    }
+                }
+                if let Some(inj) = &decision.injection {
+                    self.println_event(&format!(
+                        "     CHAOS {} (attempt {}): {}: {}",
+                        step.id,
+                        decision.attempt,
+                        inj.fault,
+                        inj.describe()
+                    ));
+                }
+            }
         }
     }
 }
@@ -229,6 +258,39 @@ pub(crate) fn unsandboxed(plan: &Plan, selection: &Selection, no_sandbox: bool) 
         .map(|(_, s)| s.id.as_str())
         .collect();
     (!off.is_empty()).then(|| format!("sandbox: off for {} (sandbox = false)\n", off.join(", ")))
+}
+
+/// What the run's injected faults came to, after the summary table.
+pub(crate) fn chaos_summary(
+    chaos: &ci_intel_scheduler::chaos::Chaos,
+    trials: &[ci_intel_insight::record::ChaosTrial],
+    run_dir: &Path,
+) -> String {
+    let count = |o: &str| trials.iter().filter(|t| t.outcome == o).count();
+    let mut out = format!(
+        "chaos: seed {}: {} fault{} acted: {} recovered, {} degraded, {} failed (decisions: {})\n",
+        chaos.seed,
+        trials.len(),
+        if trials.len() == 1 { "" } else { "s" },
+        count("recovered"),
+        count("degraded"),
+        count("failed"),
+        run_dir.join("chaos.log").display()
+    );
+    for t in trials.iter().filter(|t| t.outcome != "recovered") {
+        out.push_str(&format!(
+            "  {} {} (attempt {}): {}: {}\n",
+            t.outcome.to_uppercase(),
+            t.target,
+            t.attempt.unwrap_or(1),
+            t.fault,
+            t.detail.as_deref().unwrap_or("")
+        ));
+        if let Some(r) = &t.repro {
+            out.push_str(&format!("    replay: {r}\n"));
+        }
+    }
+    out
 }
 
 pub(crate) fn summary(report: &RunReport, run_dir: &Path) -> String {

@@ -37,6 +37,8 @@ pub(crate) struct Context<'a> {
     pub(crate) rates: Option<Rates>,
     pub(crate) no_sandbox: bool,
     pub(crate) traceparent: Option<String>,
+    /// The run's chaos schedule, when it had one.
+    pub(crate) chaos: Option<&'a ci_intel_scheduler::chaos::Chaos>,
 }
 
 /// A random version-4 UUID for a run.
@@ -125,6 +127,125 @@ fn critical_path(plan: &Plan, report: &RunReport) -> Vec<usize> {
             .map(|(_, n)| n);
     }
     path
+}
+
+/// The trials of the faults that acted, each judged against what the plan's recovery
+/// paths should achieve (docs/chaos.md#outcomes):
+///
+/// - `recovered`: the step succeeded in the end, and the fault did no lasting damage;
+/// - `degraded`: it did not, but failed cleanly (its outcome or the autopsy names the
+///   cause) where the plan left it no way to recover, or a later fault used up its retry;
+/// - `failed`: it did not although the plan gave it a way (a retry left, or a fault that is
+///   recovered within the attempt), it failed without a diagnosis, or a corrupted cache
+///   entry was restored.
+fn chaos_trials(
+    chaos: &ci_intel_scheduler::chaos::Chaos,
+    plan_arg: &str,
+    report: &RunReport,
+    root_causes: &[rec::RootCause],
+) -> Vec<rec::ChaosTrial> {
+    let mut trials = Vec::new();
+    for r in &report.results {
+        let fired: Vec<&ci_intel_scheduler::AttemptChaos> =
+            r.chaos.iter().filter(|t| t.effect.fired).collect();
+        let ended = r.outcome.as_ref().map(|o| o.started_at + o.duration);
+        let diagnosed = r
+            .outcome
+            .as_ref()
+            .and_then(|o| o.message.as_deref())
+            .is_some_and(|m| !m.starts_with("exit code") && !m.is_empty())
+            || root_causes.iter().any(|c| {
+                c.job.as_deref() == Some(r.id.as_str())
+                    && c.rule.as_deref() != Some(ci_intel_insight::autopsy::GENERIC_RULE)
+            });
+        let finding = root_causes
+            .iter()
+            .find(|c| {
+                c.job.as_deref() == Some(r.id.as_str())
+                    && c.rule.as_deref() != Some(ci_intel_insight::autopsy::GENERIC_RULE)
+            })
+            .and_then(|c| c.message.clone().or_else(|| c.rule.clone()));
+        for (k, t) in fired.iter().enumerate() {
+            let later = fired.get(k + 1).map(|n| n.attempt);
+            let succeeded = r.state == StepState::Succeeded;
+            let (outcome, why) = if !t.effect.contained {
+                (
+                    "failed",
+                    Some("a corrupted cache entry was restored".to_string()),
+                )
+            } else if succeeded {
+                ("recovered", None)
+            } else if r.state == StepState::Cancelled {
+                (
+                    "degraded",
+                    Some("the run stopped before the step could recover".into()),
+                )
+            } else if let (true, Some(n)) = (t.expect_recovery, later) {
+                (
+                    "degraded",
+                    Some(format!("a fault in attempt {n} ended the retry too")),
+                )
+            } else if t.expect_recovery {
+                (
+                    "failed",
+                    Some(format!(
+                        "the step {} although its recovery path should have held",
+                        r.state.label()
+                    )),
+                )
+            } else if diagnosed {
+                // The outcome's own words first, unless they only give the exit code.
+                let cause = r
+                    .outcome
+                    .as_ref()
+                    .and_then(|o| o.message.clone())
+                    .filter(|m| !m.starts_with("exit code"))
+                    .or_else(|| finding.clone())
+                    .unwrap_or_default();
+                ("degraded", Some(format!("clean failure: {cause}")))
+            } else {
+                ("failed", Some("the failure names no cause".into()))
+            };
+            let mut detail = t.effect.detail.clone();
+            if let Some(why) = why {
+                detail.push_str("; ");
+                detail.push_str(&why);
+            }
+            let started = t.effect.started_at;
+            trials.push(rec::ChaosTrial {
+                fault: t.injection.fault.name().to_string(),
+                target: r.id.clone(),
+                seed: i64::try_from(chaos.seed).unwrap_or(i64::MAX),
+                rate: Some(chaos.rate),
+                started_at: started.map(|s| rec::rfc3339_ms(unix_ms(s))),
+                ended_at: t.effect.ended_at.map(|s| rec::rfc3339_ms(unix_ms(s))),
+                outcome: outcome.into(),
+                retries: Some(r.attempts.saturating_sub(t.attempt)),
+                attempt: Some(t.attempt),
+                recovery_ms: match (succeeded, started, ended) {
+                    (true, Some(s), Some(e)) => e.duration_since(s).ok().map(ms),
+                    _ => None,
+                },
+                detail: Some(detail),
+                expected: Some(
+                    if t.expect_recovery {
+                        "recovered"
+                    } else {
+                        "degraded"
+                    }
+                    .into(),
+                ),
+                recovery: Some(t.injection.fault.recovery().into()),
+                repro: Some(format!(
+                    "ci-intel run {} --chaos \"{}\" --step {}",
+                    ci_intel_insight::autopsy::shell_quote(plan_arg),
+                    chaos.spec,
+                    ci_intel_insight::autopsy::shell_quote(&r.id)
+                )),
+            });
+        }
+    }
+    trials
 }
 
 /// The run's record.
@@ -344,8 +465,11 @@ pub(crate) fn build(cx: &Context<'_>, report: &RunReport) -> RunRecord {
             coverage: None,
             resilience: mutation_testing(plan, report),
         },
+        chaos: cx
+            .chaos
+            .map(|c| chaos_trials(c, &plan_arg, report, &root_causes))
+            .unwrap_or_default(),
         jobs,
-        chaos: Vec::new(),
         autopsy: (!root_causes.is_empty()).then_some(rec::Autopsy { root_causes }),
         cost: rec::Cost {
             usd: priced.usd,

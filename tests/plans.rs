@@ -158,3 +158,35 @@ fn the_demo_plan_runs_green() {
     let test_log = std::fs::read_to_string(run_dir.join("test.log")).expect("reading test.log");
     assert!(test_log.contains("as expected"), "test.log:\n{test_log}");
 }
+
+/// The first TOML block after `heading` in `text`.
+fn toml_after<'t>(text: &'t str, heading: &str) -> &'t str {
+    text.split(heading)
+        .nth(1)
+        .and_then(|s| s.split("```toml\n").nth(1))
+        .and_then(|s| s.split("\n```").next())
+        .unwrap_or_else(|| panic!("no TOML block after {heading}"))
+}
+
+/// The plans the docs show as TOML (plan-format.md's complete example, the `[chaos]`
+/// examples) are plans this build accepts: every key they use is real.
+#[test]
+fn the_documented_example_plans_are_valid() {
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+    let check = |toml: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = dir.path().join("ci").join("plan.toml");
+        std::fs::create_dir_all(plan.parent().unwrap()).unwrap();
+        std::fs::write(&plan, toml).unwrap();
+        let out = ci_intel(&["plan".as_ref(), "check".as_ref(), plan.as_os_str()]);
+        assert!(out.status.success(), "{}", show(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = std::fs::read_to_string(docs.join("plan-format.md")).unwrap();
+    let out = check(toml_after(&text, "## Complete example"));
+    assert!(out.contains("plan `libdemo` is valid: 5 steps"), "{out}");
+    // docs/chaos.md's [chaos] table with the steps it shows.
+    let chaos = std::fs::read_to_string(docs.join("chaos.md")).unwrap();
+    let table = toml_after(&chaos, "## The plan's `[chaos]` table");
+    check(&format!("version = 1\n{table}\n"));
+}

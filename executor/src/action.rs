@@ -68,6 +68,8 @@ pub struct Action {
     /// This attempt is a determinism check's rerun: apply these variations, store nothing,
     /// and leave the outputs in the staging directory instead of collecting them.
     pub variations: Option<Variations>,
+    /// A fault to inject into this attempt (`--chaos`).
+    pub chaos: Option<crate::chaos::Injection>,
 }
 
 /// What a drifting step's determinism check does to it.
@@ -394,6 +396,8 @@ pub struct Outcome {
     pub sandboxed: bool,
     /// The determinism check, when one was asked for and the step ran.
     pub determinism: Option<DeterminismCheck>,
+    /// What an injected fault did, when the attempt had one.
+    pub chaos: Option<crate::chaos::ChaosEffect>,
 }
 
 /// What the cache did for an attempt.
@@ -466,6 +470,7 @@ impl Outcome {
             phases: Vec::new(),
             sandboxed: false,
             determinism: None,
+            chaos: None,
         }
     }
 }

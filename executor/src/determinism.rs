@@ -321,6 +321,7 @@ impl ProcessExecutor {
         again.verify = None;
         again.cache = false;
         again.variations = Some(variations.clone());
+        again.chaos = None;
         again.log_path = action.log_path.with_extension(format!("{label}.log"));
         let mut sandbox = sb.clone();
         sandbox.staging = sb.staging.with_extension(label);

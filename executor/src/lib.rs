@@ -22,6 +22,7 @@
 mod action;
 mod cache;
 mod cancel;
+pub mod chaos;
 mod determinism;
 mod output;
 mod process;

@@ -25,6 +25,7 @@ use crate::action::{
 };
 use crate::cache;
 use crate::cancel::{Cancel, CancelLevel};
+use crate::chaos::{self, ChaosEffect, FaultParams, Injection, Stress};
 use crate::determinism::{
     Disorder, VERIFY_HOSTNAME, host_variation, moved_root, normalize_outputs, not_applicable,
     vary_argv, vary_env,
@@ -164,6 +165,10 @@ impl ProcessExecutor {
     /// Looks the attempt up and restores a verified hit: its outputs, then its recorded
     /// output replayed. `None` is a miss (broken entries found on the way are quarantined
     /// and said so in the log).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site; the attempt's pieces, and the fault that acts on the restore"
+    )]
     fn restore(
         &self,
         cache: &LocalCache,
@@ -172,6 +177,7 @@ impl ProcessExecutor {
         action: &Action,
         out: &mut OutputProcessor<'_>,
         events: &mut Vec<CacheEvent>,
+        mut chaos: Option<(&Injection, &mut ChaosEffect)>,
     ) -> std::io::Result<Option<Hit>> {
         let lookup = cache.lookup(&keyed.key);
         for q in &lookup.quarantined {
@@ -179,8 +185,14 @@ impl ProcessExecutor {
             events.push(quarantine_event(q));
         }
         let Some(entry) = lookup.entry else {
+            if let Some((_, effect)) = chaos {
+                effect.detail = "not fired: no cache entry to corrupt (a miss)".into();
+            }
             return Ok(None);
         };
+        if let Some((inj, effect)) = chaos.as_mut() {
+            corrupt_entry(cache, &entry, inj, effect, out)?;
+        }
         // The key covers the declared outputs, so a verified entry names nothing else; a
         // signer's bug must not write elsewhere in the workspace either.
         if let Some(stray) = entry
@@ -207,10 +219,26 @@ impl ProcessExecutor {
             .restore(&entry, &action.cwd, Some(mtime))
             .and_then(|()| cache.restore_log(&entry, &replay))
         {
-            Ok(()) => {}
+            Ok(()) => {
+                if let Some((_, effect)) = chaos.filter(|(_, e)| e.fired) {
+                    // Verification let a flipped byte through: the one outcome chaos must
+                    // never see.
+                    effect.contained = false;
+                    effect.ended_at = Some(SystemTime::now());
+                    effect
+                        .detail
+                        .push_str("; NOT caught: the corrupted entry was restored");
+                }
+            }
             Err(RestoreError::Corrupt(q)) => {
                 out.note(&quarantine_line(&q))?;
                 events.push(quarantine_event(&q));
+                if let Some((_, effect)) = chaos.filter(|(_, e)| e.fired) {
+                    effect.ended_at = Some(SystemTime::now());
+                    effect.detail.push_str(
+                        "; caught by verification: the entry was quarantined and the step runs",
+                    );
+                }
                 return Ok(None);
             }
             Err(e) => {
@@ -305,6 +333,46 @@ impl ProcessExecutor {
     }
 }
 
+/// `corrupt_cache`: flips a byte in one of `entry`'s blobs (the seeded one), unless the
+/// kill switch is engaged.
+fn corrupt_entry(
+    cache: &LocalCache,
+    entry: &ci_intel_cache::store::Entry,
+    inj: &Injection,
+    effect: &mut ChaosEffect,
+    out: &mut OutputProcessor<'_>,
+) -> std::io::Result<()> {
+    let FaultParams::Corrupt { blob, byte } = inj.params else {
+        return Ok(());
+    };
+    if let Some(why) = inj.kill_switch.engaged() {
+        effect.detail = format!("not fired: {why}");
+        return out.note(&format!("chaos: corrupt_cache not fired: {why}"));
+    }
+    let blobs: Vec<_> = entry.manifest.blobs().collect();
+    let paths: Vec<PathBuf> = blobs.iter().map(|b| cache.cas().path(&b.digest)).collect();
+    match chaos::corrupt(&paths, blob, byte) {
+        Ok((path, at)) => {
+            let i = paths.iter().position(|p| *p == path).unwrap_or(0);
+            let what = entry
+                .manifest
+                .outputs
+                .iter()
+                .find(|o| matches!(o.kind, ci_intel_cache::manifest::OutputKind::File { digest, .. } if digest == blobs[i].digest))
+                .map_or_else(|| "the recorded log".to_string(), |o| format!("output `{}`", o.path));
+            effect.fire(format!(
+                "flipped byte {at} of blob {} ({what}) in the {} entry",
+                blobs[i].digest, entry.namespace
+            ));
+            out.note(&format!("chaos: corrupt_cache: {}", effect.detail))
+        }
+        Err(e) => {
+            effect.detail = format!("not fired: could not corrupt the entry: {e}");
+            out.note(&format!("chaos: corrupt_cache {}", effect.detail))
+        }
+    }
+}
+
 /// The outcome's record of a quarantined entry.
 fn quarantine_event(q: &ci_intel_cache::store::Quarantine) -> CacheEvent {
     CacheEvent::Quarantine {
@@ -357,7 +425,7 @@ impl ProcessExecutor {
 
     async fn run_attempt(
         &self,
-        action: Action,
+        mut action: Action,
         mut cancel: Cancel,
     ) -> Result<Outcome, ExecuteError> {
         let started_at = SystemTime::now();
@@ -390,6 +458,38 @@ impl ProcessExecutor {
         let mut outcome = Outcome::new(Status::Failed, action.log_path.clone());
         outcome.started_at = started_at;
         outcome.exit_code = None;
+        // The fault this attempt was given, unless the kill switch is engaged now.
+        let injection = match &action.chaos {
+            Some(inj) => {
+                let mut effect = ChaosEffect::pending(inj.fault, "not fired");
+                let injected = match inj.kill_switch.engaged() {
+                    Some(why) => {
+                        effect.detail = format!("not injected: {why}");
+                        out.note(&format!("chaos: {} not injected: {why}", inj.fault))
+                            .map_err(log_err)?;
+                        None
+                    }
+                    None => {
+                        out.note(&format!(
+                            "chaos: {}: {} ({})",
+                            inj.fault,
+                            inj.describe(),
+                            inj.decision
+                        ))
+                        .map_err(log_err)?;
+                        Some(inj.clone())
+                    }
+                };
+                outcome.chaos = Some(effect);
+                injected
+            }
+            None => None,
+        };
+        let params = injection.as_ref().map(|i| &i.params);
+        if let (Some(FaultParams::DiskFill { tmpfs }), Some(sb)) = (params, action.sandbox.as_mut())
+        {
+            sb.limits.tmpfs = *tmpfs;
+        }
 
         let (policy, mut env) = match policy {
             Ok((p, _, env)) => (p, env),
@@ -455,6 +555,15 @@ impl ProcessExecutor {
         let log_start = std::fs::metadata(&action.log_path).map_or(0, |m| m.len());
         let lookup_start = (SystemTime::now(), Instant::now());
         let keyed = match (&self.cache, &action.sandbox) {
+            _ if injection.as_ref().is_some_and(|i| !i.reads_cache()) => {
+                outcome.cache_events.push(CacheEvent::Uncacheable {
+                    reason: format!(
+                        "not looked up: chaos {} acts on the running step (its result is not stored)",
+                        injection.as_ref().map_or("", |i| i.fault.name())
+                    ),
+                });
+                None
+            }
             (Some(_), Some(sb)) if action.cache => {
                 let cx = cache::KeyContext {
                     env: &env,
@@ -518,6 +627,10 @@ impl ProcessExecutor {
                     &action,
                     &mut out,
                     &mut outcome.cache_events,
+                    injection
+                        .as_ref()
+                        .filter(|i| i.fault == chaos::Fault::CorruptCache)
+                        .zip(outcome.chaos.as_mut()),
                 )
                 .map_err(log_err)?;
             outcome.cache_events.push(match &hit {
@@ -558,6 +671,17 @@ impl ProcessExecutor {
         let argv = match &action.variations {
             Some(v) => vary_argv(action.program.argv(), v),
             None => action.program.argv(),
+        };
+        let argv = match (params, &action.sandbox, outcome.chaos.as_mut()) {
+            (Some(FaultParams::DiskFill { .. }), Some(_), Some(effect)) => {
+                effect.fire(
+                    injection
+                        .as_ref()
+                        .map_or_else(String::new, Injection::describe),
+                );
+                chaos::fill_argv(argv)
+            }
+            _ => argv,
         };
         let mut child = match ci_intel_sandbox::spawn(&policy, &argv, tx, self.watchdog.as_ref()) {
             Ok(c) => c,
@@ -603,8 +727,18 @@ impl ProcessExecutor {
         let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
         let proxy = match (child.take_proxy_listener(), allow) {
             (Some(listener), Some(allow)) => Some(
-                EgressProxy::start(listener, action.step.clone(), allow, events_tx)
-                    .map_err(ExecuteError::Pipe)?,
+                EgressProxy::start_with_fault(
+                    listener,
+                    action.step.clone(),
+                    allow,
+                    events_tx,
+                    match params {
+                        Some(FaultParams::Net(n)) => Some(n.clone()),
+                        _ => None,
+                    },
+                    injection.as_ref().and_then(|i| i.kill_switch.file.clone()),
+                )
+                .map_err(ExecuteError::Pipe)?,
             ),
             _ => None,
         };
@@ -612,6 +746,22 @@ impl ProcessExecutor {
             tokio::net::unix::pipe::Receiver::from_owned_fd(rx).map_err(ExecuteError::Pipe)?;
 
         let deadline = action.timeout.map(after);
+        // `kill_job`'s moment, and `cpu_stress`'s workers.
+        let mut chaos_kill_at = match params {
+            Some(FaultParams::Kill { after: d }) => Some(after(*d)),
+            _ => None,
+        };
+        let stress = match (params, outcome.chaos.as_mut()) {
+            (Some(FaultParams::CpuStress { workers, period }), Some(effect)) => {
+                effect.fire(
+                    injection
+                        .as_ref()
+                        .map_or_else(String::new, Injection::describe),
+                );
+                Some(Stress::start(*workers, *period))
+            }
+            _ => None,
+        };
         // The highest cancel level already acted on, so each level is acted on once.
         let mut seen = CancelLevel::None;
         let mut stopping: Option<Status> = None;
@@ -646,6 +796,23 @@ impl ProcessExecutor {
                 () = sleep_until(kill_at.unwrap_or_else(far_future)), if kill_at.is_some() => {
                     signal(&child, Signal::SIGKILL);
                     kill_at = None;
+                }
+                () = sleep_until(chaos_kill_at.unwrap_or_else(far_future)), if chaos_kill_at.is_some() && stopping.is_none() => {
+                    chaos_kill_at = None;
+                    let inj = injection.as_ref().expect("a kill moment comes from an injection");
+                    if let Some(effect) = outcome.chaos.as_mut() {
+                        match inj.kill_switch.engaged() {
+                            Some(why) => effect.detail = format!("not fired: {why}"),
+                            None => {
+                                signal(&child, Signal::SIGKILL);
+                                effect.fire(format!(
+                                    "SIGKILL to the step's process group {} after it started",
+                                    chaos::secs(spawn_start.elapsed())
+                                ));
+                            }
+                        }
+                        out.note(&format!("chaos: kill_job: {}", effect.detail)).map_err(log_err)?;
+                    }
                 }
                 Some(ev) = events.recv(), if proxy.is_some() => {
                     out.note(&egress_line(&ev)).map_err(log_err)?;
@@ -701,6 +868,20 @@ impl ProcessExecutor {
             while let Ok(ev) = events.try_recv() {
                 out.note(&egress_line(&ev)).map_err(log_err)?;
                 outcome.egress.push(ev);
+            }
+        }
+        if let Some(effect) = outcome.chaos.as_mut() {
+            end_effect(
+                effect,
+                params,
+                stress,
+                &outcome.egress,
+                exec_start.0,
+                spawn_start.elapsed(),
+            );
+            if params.is_some() {
+                out.note(&format!("chaos: {}: {}", effect.fault, effect.detail))
+                    .map_err(log_err)?;
             }
         }
         outcome.phases.push(Phase {
@@ -827,6 +1008,17 @@ impl ProcessExecutor {
                 ))
             }
             Status::Failed if collect_error.is_some() => collect_error,
+            Status::Failed
+                if outcome
+                    .chaos
+                    .as_ref()
+                    .is_some_and(|e| e.fired && e.fault == chaos::Fault::KillJob) =>
+            {
+                Some(format!(
+                    "killed by chaos kill_job ({})",
+                    outcome.chaos.as_ref().map_or("", |e| e.detail.as_str())
+                ))
+            }
             Status::Failed => Some(match (exit.code, exit.signal) {
                 (Some(c), _) => format!("exit code {c}"),
                 (None, Some(s)) => format!("killed by signal {s}"),
@@ -835,6 +1027,62 @@ impl ProcessExecutor {
             Status::Succeeded => None,
         };
         Ok(outcome)
+    }
+}
+
+/// Completes an injected fault's effect once the step's process is gone: when it stopped
+/// acting, or why it never did.
+fn end_effect(
+    effect: &mut ChaosEffect,
+    params: Option<&FaultParams>,
+    stress: Option<Stress>,
+    egress: &[EgressEvent],
+    exec_started: SystemTime,
+    ran: Duration,
+) {
+    let now = SystemTime::now();
+    match params {
+        Some(FaultParams::Kill { after })
+            if !effect.fired && !effect.detail.starts_with("not fired:") =>
+        {
+            effect.detail = format!(
+                "not fired: the step ended after {}, before the moment ({})",
+                chaos::secs(ran),
+                chaos::secs(*after)
+            );
+        }
+        Some(FaultParams::CpuStress { period, .. }) => {
+            if let Some(s) = stress {
+                let stressed = s.stop();
+                effect.detail.push_str(&if stressed < *period {
+                    format!(
+                        "; stopped when the step ended after {}",
+                        chaos::secs(stressed)
+                    )
+                } else {
+                    format!("; the step ran on after {}", chaos::secs(stressed))
+                });
+            }
+        }
+        Some(FaultParams::Net(_)) => {
+            let hit: Vec<&str> = egress.iter().filter_map(|e| e.fault.as_deref()).collect();
+            if hit.is_empty() {
+                effect.detail = "not fired: the step made no allowed egress connection".into();
+            } else {
+                effect.fired = true;
+                effect.started_at = Some(exec_started);
+                effect.detail = format!(
+                    "{} on {} connection{}",
+                    hit[0],
+                    hit.len(),
+                    if hit.len() == 1 { "" } else { "s" }
+                );
+            }
+        }
+        _ => {}
+    }
+    if effect.fired && effect.ended_at.is_none() {
+        effect.ended_at = Some(now);
     }
 }
 
@@ -1088,6 +1336,7 @@ mod tests {
             verify: None,
             verify_cached: false,
             variations: None,
+            chaos: None,
         }
     }
 

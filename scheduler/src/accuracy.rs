@@ -201,6 +201,7 @@ mod tests {
                 p90: Duration::from_millis(p50_ms * 3 / 2),
                 model: "step+outcome".into(),
             }),
+            chaos: None,
         }
     }
 

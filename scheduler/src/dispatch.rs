@@ -32,6 +32,8 @@ pub struct DispatchOptions {
     /// Check every cacheable step's outputs for reproducibility (`--verify-determinism`);
     /// steps with `deterministic = true` are checked (and fail on drift) regardless.
     pub verify_determinism: Option<ci_intel_executor::VerifyPolicy>,
+    /// The fault-injection schedule (`--chaos`).
+    pub chaos: Option<Arc<crate::chaos::Chaos>>,
 }
 
 /// How a step ended, for the run as a whole.
@@ -87,6 +89,27 @@ pub struct StepResult {
     pub queue: Duration,
     /// The last attempt's outcome.
     pub outcome: Option<Outcome>,
+    /// The faults injected into its attempts (`--chaos`), in order.
+    pub chaos: Vec<AttemptChaos>,
+}
+
+/// A fault injected into one attempt, and what became of it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttemptChaos {
+    /// The attempt.
+    pub attempt: u32,
+    /// What was decided.
+    pub injection: ci_intel_executor::chaos::Injection,
+    /// Whether the plan gives the step a way to recover from it.
+    pub expect_recovery: bool,
+    /// What it did.
+    pub effect: ci_intel_executor::chaos::ChaosEffect,
+    /// When the attempt ended.
+    pub attempt_ended: std::time::SystemTime,
+    /// How the attempt ended.
+    pub attempt_status: Status,
+    /// Whether the attempt quarantined a cache entry.
+    pub quarantined: bool,
 }
 
 /// What a run did.
@@ -134,6 +157,13 @@ pub enum Event<'a> {
         step: &'a Step,
         /// Its result.
         result: &'a StepResult,
+    },
+    /// A chaos decision for an attempt about to start (whether or not it injects).
+    Chaos {
+        /// The step.
+        step: &'a Step,
+        /// The decision.
+        decision: &'a crate::chaos::Decision,
     },
     /// No more steps will start; running ones are being stopped.
     Stopping {
@@ -194,6 +224,9 @@ struct Slot {
     outcome: Option<Outcome>,
     /// Set once the step reached its final state.
     result: Option<StepResult>,
+    /// The running attempt's injection and whether recovery is expected.
+    injected: Option<(ci_intel_executor::chaos::Injection, bool)>,
+    chaos: Vec<AttemptChaos>,
 }
 
 impl Slot {
@@ -260,6 +293,8 @@ pub async fn dispatch<E: Execute>(
             queue: Duration::ZERO,
             outcome: None,
             result: None,
+            injected: None,
+            chaos: Vec::new(),
         });
         if selection.contains(i) && missing == 0 {
             slots[i].ready_at = Some(started);
@@ -300,7 +335,16 @@ pub async fn dispatch<E: Execute>(
                     step,
                     attempt: slot.attempts,
                 });
-                let action = action_for(plan, step, slot.attempts, options, &outputs);
+                let sandboxed = step.sandbox.enabled && !options.no_sandbox;
+                let injection = options.chaos.as_ref().and_then(|c| {
+                    let d = c.decide(plan, i, slot.attempts, sandboxed);
+                    observer.event(&Event::Chaos { step, decision: &d });
+                    let expect = d.expect_recovery;
+                    d.injection.map(|inj| (inj, expect))
+                });
+                slot.injected = injection.clone();
+                let mut action = action_for(plan, step, slot.attempts, options, &outputs);
+                action.chaos = injection.map(|(inj, _)| inj);
                 let exec = executor.clone();
                 let token = cancel.token();
                 tasks.spawn(async move { Msg::Done(i, exec.execute(action, token).await) });
@@ -344,6 +388,22 @@ pub async fn dispatch<E: Execute>(
                 free += step.cpus.min(jobs);
                 let slot = &mut slots[i];
                 slot.duration += outcome.duration;
+                if let (Some((injection, expect_recovery)), Some(effect)) =
+                    (slot.injected.take(), outcome.chaos.clone())
+                {
+                    slot.chaos.push(AttemptChaos {
+                        attempt: slot.attempts,
+                        injection,
+                        expect_recovery,
+                        effect,
+                        attempt_ended: outcome.started_at + outcome.duration,
+                        attempt_status: outcome.status,
+                        quarantined: outcome
+                            .cache_events
+                            .iter()
+                            .any(|e| matches!(e, ci_intel_executor::CacheEvent::Quarantine { .. })),
+                    });
+                }
                 let max_attempts = step.retries.count + 1;
                 let retryable = matches!(outcome.status, Status::Failed | Status::TimedOut);
                 if retryable && slot.attempts < max_attempts && stopping.is_none() {
@@ -475,6 +535,7 @@ fn unfinished(plan: &Plan, i: usize) -> StepResult {
         duration: Duration::ZERO,
         queue: Duration::ZERO,
         outcome: None,
+        chaos: Vec::new(),
     }
 }
 
@@ -490,6 +551,7 @@ fn finish(plan: &Plan, slots: &mut [Slot], i: usize, state: StepState, observer:
         duration: slot.duration,
         queue: slot.queue,
         outcome: slot.outcome.take(),
+        chaos: std::mem::take(&mut slot.chaos),
     });
     observer.event(&Event::Finished {
         step: &plan.steps[i],
@@ -574,6 +636,7 @@ fn action_for(
         },
         verify_cached: options.verify_determinism.is_some(),
         variations: None,
+        chaos: None,
         sandbox,
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 /// The schema version this code writes (each migration moves a database up by one).
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Runs of each plan kept; older ones are deleted as new ones are recorded.
 pub const KEEP_RUNS: i64 = 500;
@@ -54,6 +54,26 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX runs_by_plan ON runs (plan, id);",
     // 3: replay reads a plan's last runs without scanning all its steps ever recorded.
     "CREATE INDEX steps_by_run ON steps (plan, run_id);",
+    // 4: the faults injected into a step (`--chaos`: its duration teaches the model
+    // nothing), and the chaos trials of each run.
+    "ALTER TABLE steps ADD COLUMN chaos TEXT;
+     CREATE TABLE chaos_trials (
+         run_id INTEGER NOT NULL REFERENCES runs (id),
+         plan TEXT NOT NULL,
+         step TEXT NOT NULL,
+         fault TEXT NOT NULL,
+         attempt INTEGER NOT NULL,
+         seed TEXT NOT NULL,
+         rate REAL,
+         started_unix_ms INTEGER,
+         ended_unix_ms INTEGER,
+         outcome TEXT NOT NULL,
+         expected TEXT NOT NULL,
+         retries INTEGER NOT NULL,
+         recovery_ms INTEGER,
+         detail TEXT NOT NULL
+     );
+     CREATE INDEX chaos_by_plan ON chaos_trials (plan, run_id);",
 ];
 
 /// Why the history could not be used.
@@ -108,6 +128,38 @@ pub struct StepRecord {
     pub input_files: Option<u64>,
     /// What the model predicted before it ran.
     pub predicted: Option<RecordedPrediction>,
+    /// The faults injected into it that acted (`--chaos`), comma-separated: its duration
+    /// is not learned from.
+    pub chaos: Option<String>,
+}
+
+/// One chaos trial, as recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrialRecord {
+    /// The step.
+    pub step: String,
+    /// The fault.
+    pub fault: String,
+    /// The attempt it was injected into.
+    pub attempt: u32,
+    /// The run's seed.
+    pub seed: u64,
+    /// The rate it was injected at.
+    pub rate: Option<f64>,
+    /// When the fault started acting, milliseconds since the epoch.
+    pub started_unix_ms: Option<u64>,
+    /// When it stopped.
+    pub ended_unix_ms: Option<u64>,
+    /// `recovered`, `degraded` or `failed`.
+    pub outcome: String,
+    /// What the plan's recovery paths should have achieved.
+    pub expected: String,
+    /// Attempts after the faulted one.
+    pub retries: u32,
+    /// From the fault to the step's success.
+    pub recovery_ms: Option<u64>,
+    /// What happened.
+    pub detail: String,
 }
 
 /// A prediction as recorded beside the step it was made for.
@@ -318,9 +370,9 @@ impl History {
                 "INSERT INTO steps (run_id, plan, step, action_key, started_unix_ms, duration_ms,
                      queue_ms, exit_code, state, attempts, cache_hit, changed_files, input_bytes,
                      input_files, runner_class, predicted_p50_ms, predicted_p80_ms,
-                     predicted_p90_ms, model)
+                     predicted_p90_ms, model, chaos)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                     ?17, ?18, ?19)",
+                     ?17, ?18, ?19, ?20)",
             )?;
             for s in &run.steps {
                 insert.execute(params![
@@ -343,11 +395,17 @@ impl History {
                     s.predicted.as_ref().map(|p| ms(p.p80)),
                     s.predicted.as_ref().map(|p| ms(p.p90)),
                     s.predicted.as_ref().map(|p| p.model.as_str()),
+                    s.chaos,
                 ])?;
                 recorded += 1;
             }
         }
         // Retention: the plan's oldest runs beyond the last KEEP_RUNS go.
+        tx.execute(
+            "DELETE FROM chaos_trials WHERE plan = ?1 AND run_id <= (
+                 SELECT id FROM runs WHERE plan = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+            params![run.plan, KEEP_RUNS],
+        )?;
         tx.execute(
             "DELETE FROM steps WHERE plan = ?1 AND run_id <= (
                  SELECT id FROM runs WHERE plan = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
@@ -360,6 +418,101 @@ impl History {
         )?;
         tx.commit()?;
         Ok(recorded)
+    }
+
+    /// Records the chaos trials of run `run_id` of `plan` (the id [`History::last_run`]
+    /// gives after [`History::record`]).
+    pub fn record_trials(
+        &self,
+        plan: &str,
+        run_id: i64,
+        trials: &[TrialRecord],
+    ) -> Result<(), HistoryError> {
+        let tx = self.db.unchecked_transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO chaos_trials (run_id, plan, step, fault, attempt, seed, rate,
+                     started_unix_ms, ended_unix_ms, outcome, expected, retries, recovery_ms,
+                     detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            )?;
+            for t in trials {
+                insert.execute(params![
+                    run_id,
+                    plan,
+                    t.step,
+                    t.fault,
+                    t.attempt,
+                    t.seed.to_string(),
+                    t.rate,
+                    t.started_unix_ms.map(to_i64),
+                    t.ended_unix_ms.map(to_i64),
+                    t.outcome,
+                    t.expected,
+                    t.retries,
+                    t.recovery_ms.map(to_i64),
+                    t.detail,
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The id of the last run of `plan` recorded.
+    pub fn last_run(&self, plan: &str) -> Result<Option<i64>, HistoryError> {
+        Ok(self
+            .db
+            .query_row(
+                "SELECT MAX(id) FROM runs WHERE plan = ?1",
+                params![plan],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
+    /// The chaos trials of the last `limit` runs of `plan`, oldest first, with their run's
+    /// id.
+    pub fn trials(
+        &self,
+        plan: &str,
+        limit: usize,
+    ) -> Result<Vec<(i64, TrialRecord)>, HistoryError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut stmt = self.db.prepare_cached(
+            "SELECT run_id, step, fault, attempt, seed, rate, started_unix_ms, ended_unix_ms,
+                    outcome, expected, retries, recovery_ms, detail
+             FROM chaos_trials WHERE plan = ?1 AND run_id >= COALESCE((
+                 SELECT MIN(id) FROM (SELECT id FROM runs WHERE plan = ?1
+                                      ORDER BY id DESC LIMIT ?2)), 0)
+             ORDER BY run_id, rowid",
+        )?;
+        let rows = stmt.query_map(params![plan, to_i64(limit as u64)], |r| {
+            let opt = |i| -> rusqlite::Result<Option<u64>> {
+                Ok(r.get::<_, Option<i64>>(i)?.map(from_i64))
+            };
+            Ok((
+                r.get(0)?,
+                TrialRecord {
+                    step: r.get(1)?,
+                    fault: r.get(2)?,
+                    attempt: r.get(3)?,
+                    seed: r.get::<_, String>(4)?.parse().unwrap_or(0),
+                    rate: r.get(5)?,
+                    started_unix_ms: opt(6)?,
+                    ended_unix_ms: opt(7)?,
+                    outcome: r.get(8)?,
+                    expected: r.get(9)?,
+                    retries: r.get(10)?,
+                    recovery_ms: opt(11)?,
+                    detail: r.get(12)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// The last `limit` runs of `plan`, oldest first, each with its steps in the order
@@ -388,7 +541,7 @@ impl History {
         let mut steps_stmt = self.db.prepare_cached(
             "SELECT run_id, step, action_key, started_unix_ms, duration_ms, queue_ms, exit_code,
                     state, attempts, cache_hit, changed_files, input_bytes, input_files,
-                    predicted_p50_ms, predicted_p80_ms, predicted_p90_ms, model
+                    predicted_p50_ms, predicted_p80_ms, predicted_p90_ms, model, chaos
              FROM steps WHERE plan = ?1 AND run_id >= ?2
              ORDER BY run_id, started_unix_ms + duration_ms, rowid",
         )?;
@@ -428,6 +581,7 @@ impl History {
                     input_bytes: opt(11)?,
                     input_files: opt(12)?,
                     predicted,
+                    chaos: r.get(17)?,
                 },
             ))
         })?;
@@ -464,7 +618,8 @@ impl History {
         let by_id: std::collections::HashMap<i64, usize> =
             runs.iter().enumerate().map(|(i, r)| (r.0, i)).collect();
         let mut stmt = self.db.prepare_cached(
-            "SELECT run_id, step, duration_ms, cache_hit, state, input_bytes, changed_files
+            "SELECT run_id, step, duration_ms, cache_hit, state, input_bytes, changed_files,
+                    chaos IS NOT NULL
              FROM steps WHERE plan = ?1 AND run_id >= ?2
              ORDER BY run_id, started_unix_ms + duration_ms, rowid",
         )?;
@@ -482,7 +637,9 @@ impl History {
                 step: r.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?,
                 duration: Duration::from_millis(from_i64(r.get(2)?)),
                 cache_hit: r.get(3)?,
-                succeeded: r.get_ref(4)?.as_str().map_err(rusqlite::Error::from)? == "succeeded",
+                // A step a fault acted on teaches the model nothing about its duration.
+                succeeded: r.get_ref(4)?.as_str().map_err(rusqlite::Error::from)? == "succeeded"
+                    && !r.get::<_, bool>(7)?,
                 input_bytes: opt(5)?,
                 changed_files: opt(6)?,
                 runner_class,
@@ -566,6 +723,7 @@ mod tests {
             input_bytes: Some(1000),
             input_files: Some(4),
             predicted: None,
+            chaos: None,
         }
     }
 
@@ -578,6 +736,59 @@ mod tests {
             git_commit: None,
             steps,
         }
+    }
+
+    #[test]
+    fn chaos_trials_are_kept_beside_their_run_and_faulted_steps_teach_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = History::open(&dir.path().join("history.db")).unwrap();
+        assert_eq!(h.last_run("demo").unwrap(), None);
+        let mut killed = step("build", 900, false);
+        killed.chaos = Some("kill_job".into());
+        h.record(&run(1, vec![killed, step("test", 50, false)]))
+            .unwrap();
+        let id = h.last_run("demo").unwrap().unwrap();
+        let trial = TrialRecord {
+            step: "build".into(),
+            fault: "kill_job".into(),
+            attempt: 1,
+            seed: (1 << 53) - 1,
+            rate: Some(0.25),
+            started_unix_ms: Some(1_700_000_000_100),
+            ended_unix_ms: Some(1_700_000_000_200),
+            outcome: "recovered".into(),
+            expected: "recovered".into(),
+            retries: 1,
+            recovery_ms: Some(800),
+            detail: "SIGKILL to the step's process group 100 ms after it started".into(),
+        };
+        h.record_trials("demo", id, std::slice::from_ref(&trial))
+            .unwrap();
+        assert_eq!(h.trials("demo", 10).unwrap(), [(id, trial.clone())]);
+        assert_eq!(h.trials("other", 10).unwrap(), []);
+        let chaos: Vec<(String, Option<String>)> = h.replay("demo", 1).unwrap()[0]
+            .steps
+            .iter()
+            .map(|s| (s.step.clone(), s.chaos.clone()))
+            .collect();
+        assert_eq!(
+            chaos,
+            [
+                ("test".to_string(), None),
+                ("build".to_string(), Some("kill_job".to_string()))
+            ]
+        );
+        // The killed step's duration is not learned from; the other one is.
+        let mut learned = Vec::new();
+        h.learn("demo", 10, |row| {
+            learned.push((row.step.to_string(), row.succeeded))
+        })
+        .unwrap();
+        assert_eq!(
+            learned,
+            [("test".to_string(), true), ("build".to_string(), false)]
+        );
+        assert_eq!(h.trials("demo", 0).unwrap(), []);
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! executors. It prints nothing: progress goes to an [`Observer`].
 
 pub mod accuracy;
+pub mod chaos;
 mod diag;
 mod dispatch;
 mod estimate;
@@ -26,7 +27,8 @@ mod shard;
 
 pub use diag::{Diagnostic, LoadError};
 pub use dispatch::{
-    DispatchError, DispatchOptions, Event, Observer, RunReport, StepResult, StepState, dispatch,
+    AttemptChaos, DispatchError, DispatchOptions, Event, Observer, RunReport, StepResult,
+    StepState, dispatch,
 };
 pub use estimate::{DurationEstimator, StaticEstimator};
 pub use graph::{

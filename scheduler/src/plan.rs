@@ -53,6 +53,8 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// Plan-wide sandbox settings (steps hold their merged copy).
     pub sandbox: SandboxSpec,
+    /// What fault injection may do (`[chaos]`).
+    pub chaos: crate::chaos::ChaosPolicy,
     /// A topological order of step indices.
     pub topo: Vec<usize>,
     index: HashMap<String, usize>,
@@ -105,6 +107,9 @@ pub struct Step {
     pub mutation_report: Option<String>,
     /// The merged sandbox settings.
     pub sandbox: SandboxSpec,
+    /// The faults that may be injected into this step: `None` for the plan's, empty when
+    /// it opts out (`chaos = false`).
+    pub chaos: Option<Vec<ci_intel_executor::chaos::Fault>>,
 }
 
 /// Network policy of a step.
@@ -274,10 +279,30 @@ struct RawPlan {
     #[serde(default)]
     pass_env: Vec<Spanned<String>>,
     sandbox: Option<RawSandboxValue>,
+    chaos: Option<RawChaos>,
     // Boxed: a step table is large, and moving 100k of them while the map grows costs
     // more than the allocations.
     #[serde(default)]
     steps: IndexMap<Spanned<String>, Box<RawStep>>,
+}
+
+/// `[chaos]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawChaos {
+    faults: Option<Vec<Spanned<String>>>,
+    rate: Option<Spanned<f64>>,
+    #[serde(default)]
+    rates: IndexMap<Spanned<String>, Spanned<f64>>,
+    kill_switch: Option<Spanned<String>>,
+}
+
+/// A step's `chaos = false` or `chaos = ["kill_job", ...]`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawStepChaos {
+    On(bool),
+    Only(Vec<String>),
 }
 
 #[derive(Deserialize, Default)]
@@ -415,6 +440,7 @@ struct RawStep {
     normalize: Vec<Spanned<String>>,
     mutation_report: Option<Spanned<String>>,
     sandbox: Option<RawSandboxValue>,
+    chaos: Option<Spanned<RawStepChaos>>,
 }
 
 #[derive(Deserialize)]
@@ -957,6 +983,7 @@ impl Validator<'_> {
         let env = self.env_table(raw.env);
         let pass_env = self.env_names(&raw.pass_env, "environment variable");
         let sandbox = self.sandbox(raw.sandbox, &SandboxSpec::default());
+        let chaos = self.chaos(raw.chaos, &root);
 
         if raw.steps.is_empty() {
             self.err(
@@ -1004,8 +1031,95 @@ impl Validator<'_> {
             source_date_epoch,
             steps,
             sandbox,
+            chaos,
             topo,
             index,
+        }
+    }
+
+    /// The plan's `[chaos]` table.
+    fn chaos(&mut self, raw: Option<RawChaos>, root: &Path) -> crate::chaos::ChaosPolicy {
+        let mut policy = crate::chaos::ChaosPolicy::default();
+        let Some(raw) = raw else {
+            return policy;
+        };
+        if let Some(list) = raw.faults {
+            policy.faults = list
+                .iter()
+                .filter_map(|f| self.fault(f.get_ref(), f.span()))
+                .collect();
+            policy.faults.sort();
+            policy.faults.dedup();
+        }
+        let rate_hint = || {
+            Some("a rate is the probability per attempt, from 0 to 1, e.g. rate = 0.05".to_string())
+        };
+        if let Some(r) = raw.rate {
+            if (0.0..=1.0).contains(r.get_ref()) {
+                policy.rate = Some(*r.get_ref());
+            } else {
+                self.err(
+                    r.span(),
+                    format!("chaos rate {} is not from 0 to 1", r.get_ref()),
+                    rate_hint(),
+                );
+            }
+        }
+        for (name, r) in raw.rates {
+            let Some(f) = self.fault(name.get_ref(), name.span()) else {
+                continue;
+            };
+            if !(0.0..=1.0).contains(r.get_ref()) {
+                self.err(
+                    r.span(),
+                    format!("chaos rate {} is not from 0 to 1", r.get_ref()),
+                    rate_hint(),
+                );
+            } else if !policy.faults.contains(&f) {
+                self.err(
+                    name.span(),
+                    format!("chaos rate for `{f}`, which `faults` does not allow"),
+                    Some("add it to `faults`, or remove its rate".into()),
+                );
+            } else {
+                policy.rates.insert(f, *r.get_ref());
+            }
+        }
+        let sum: f64 = policy.rates.values().sum();
+        if sum > 1.0 + 1e-9 {
+            self.err(
+                0..0,
+                format!("the [chaos] rates add up to {sum}, more than 1"),
+                rate_hint(),
+            );
+        }
+        if let Some(k) = raw.kill_switch {
+            if k.get_ref().trim().is_empty() {
+                self.err(k.span(), "`kill_switch` is empty", Some("name a file, e.g. kill_switch = \".ci-intel/chaos-off\"; while it exists, nothing is injected".into()));
+            } else {
+                policy.kill_switch = Some(root.join(k.get_ref()));
+            }
+        }
+        policy
+    }
+
+    /// A fault name, or an error at `span`.
+    fn fault(&mut self, name: &str, span: Range<usize>) -> Option<ci_intel_executor::chaos::Fault> {
+        match crate::chaos::parse_fault(name) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                self.err(
+                    span,
+                    e.to_string(),
+                    Some(format!(
+                        "the faults are {}",
+                        ci_intel_executor::chaos::Fault::ALL
+                            .map(|f| f.name())
+                            .join(", ")
+                    )),
+                );
+                None
+            }
         }
     }
 
@@ -1304,6 +1418,18 @@ impl Validator<'_> {
             Some(d) => d.into_inner(),
             None => false,
         };
+        let chaos = rs.chaos.and_then(|c| {
+            let span = c.span();
+            match c.into_inner() {
+                RawStepChaos::On(true) => None,
+                RawStepChaos::On(false) => Some(Vec::new()),
+                RawStepChaos::Only(list) => Some(
+                    list.iter()
+                        .filter_map(|f| self.fault(f, span.clone()))
+                        .collect(),
+                ),
+            }
+        });
         let mutation_report = rs.mutation_report.and_then(|m| {
             let Some(path) = normalize_output(m.get_ref()).filter(|p| !p.ends_with('/')) else {
                 self.err(
@@ -1349,6 +1475,7 @@ impl Validator<'_> {
             normalize,
             mutation_report,
             sandbox,
+            chaos,
         };
         (step, spans)
     }

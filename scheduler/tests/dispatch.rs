@@ -53,6 +53,8 @@ struct Call {
     max_attempts: u32,
     /// The sandbox's limits; `None` for an unsandboxed attempt.
     limits: Option<ci_intel_executor::Limits>,
+    /// The injected fault and its parameters (`--chaos`), as text.
+    chaos: Option<String>,
 }
 
 #[derive(Default)]
@@ -133,6 +135,10 @@ impl Execute for Fake {
                 attempt: action.attempt,
                 max_attempts: action.max_attempts,
                 limits: action.sandbox.as_ref().map(|s| s.limits),
+                chaos: action
+                    .chaos
+                    .as_ref()
+                    .map(|i| format!("{} {:?}", i.fault, i.params)),
             });
             state.weight += weight;
             state.max_weight = state.max_weight.max(state.weight);
@@ -162,7 +168,19 @@ impl Execute for Fake {
             Script::Fault => Err(ExecuteError::Pipe(std::io::Error::other("no pipes left"))),
         };
         self.state.lock().unwrap().weight -= weight;
-        result.map(|status| Outcome::new(status, action.log_path))
+        result.map(|status| {
+            let mut outcome = Outcome::new(status, action.log_path);
+            // A fault the fake was given acted at once.
+            outcome.chaos = action.chaos.map(|i| ci_intel_executor::chaos::ChaosEffect {
+                fault: i.fault,
+                fired: true,
+                started_at: Some(outcome.started_at),
+                ended_at: Some(outcome.started_at),
+                detail: i.describe(),
+                contained: true,
+            });
+            outcome
+        })
     }
 }
 
@@ -198,6 +216,11 @@ enum Ev {
     Stopping {
         reason: String,
     },
+    Chaos {
+        id: String,
+        attempt: u32,
+        line: String,
+    },
 }
 
 #[derive(Default)]
@@ -231,6 +254,11 @@ impl Observer for Recorder {
             },
             Event::Stopping { reason } => Ev::Stopping {
                 reason: reason.clone(),
+            },
+            Event::Chaos { step, decision } => Ev::Chaos {
+                id: step.id.clone(),
+                attempt: decision.attempt,
+                line: decision.line(0),
             },
         };
         if let Some(tx) = &self.tx {
@@ -307,7 +335,7 @@ impl Recorder {
                 Ev::Retrying { id, .. } | Ev::Finished { id, .. } => {
                     running.remove(&id);
                 }
-                Ev::Stopping { .. } => {}
+                Ev::Stopping { .. } | Ev::Chaos { .. } => {}
             }
         }
         (max, together)
@@ -332,6 +360,7 @@ fn options(jobs: u32, keep_going: bool) -> DispatchOptions {
         no_sandbox: false,
         state_dir: "/nonexistent".into(),
         verify_determinism: None,
+        chaos: None,
     }
 }
 
@@ -1318,5 +1347,207 @@ run = "x"
         recorder.started(),
         ["first", "n1", "wide", "last", "n2", "n3"],
         "`wide` must start as soon as two slots are free"
+    );
+}
+
+// --- chaos -----------------------------------------------------------------------------
+
+/// A plan of `n` independent sandboxed steps with one retry each, some on the network.
+fn chaos_plan(extra: &str) -> Plan {
+    let mut src = String::from("version = 1\n");
+    src.push_str(extra);
+    for i in 0..24 {
+        src.push_str(&format!(
+            "[steps.s{i}]\nrun = \"x\"\nretries = 1\n{}",
+            if i % 3 == 0 {
+                "sandbox = { network = \"allowlist\", allow = [\"example.com:443\"] }\n"
+            } else {
+                ""
+            }
+        ));
+    }
+    plan(&src)
+}
+
+fn chaos_options(plan: &Plan, spec: &str) -> DispatchOptions {
+    let spec: ci_intel_scheduler::chaos::ChaosSpec = spec.parse().unwrap();
+    let seed = spec.seed.unwrap();
+    let chaos = ci_intel_scheduler::chaos::Chaos::new(
+        &spec,
+        plan,
+        vec![Duration::from_secs(2); plan.steps.len()],
+        true,
+        seed,
+    )
+    .unwrap();
+    DispatchOptions {
+        chaos: Some(Arc::new(chaos)),
+        ..options(4, true)
+    }
+}
+
+/// The faults the fake was given, by (step, attempt), in a stable order.
+async fn schedule_of(plan: &Plan, spec: &str) -> Vec<(String, u32, String)> {
+    let (fake, _notes) = Fake::new(plan, 4);
+    let fake = Arc::new(fake);
+    let recorder = Recorder::default();
+    run_all(plan, &fake, &recorder, &chaos_options(plan, spec))
+        .await
+        .unwrap();
+    let mut given: Vec<(String, u32, String)> = fake
+        .calls()
+        .into_iter()
+        .filter_map(|c| Some((c.step, c.attempt, c.chaos?)))
+        .collect();
+    given.sort();
+    given
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_same_seed_gives_the_same_schedule_and_another_seed_another() {
+    let plan = chaos_plan("");
+    let a = schedule_of(&plan, "seed=42,rate=0.5").await;
+    let b = schedule_of(&plan, "seed=42,rate=0.5").await;
+    assert!(
+        a.len() >= 4,
+        "a rate of 0.5 over 24 steps injects faults: {a:?}"
+    );
+    assert_eq!(a, b);
+    let c = schedule_of(&plan, "seed=43,rate=0.5").await;
+    assert_ne!(a, c);
+    // Network faults only where the step reaches the network through the proxy; and every
+    // fault the spec allows shows up somewhere over a few seeds.
+    let mut seen = std::collections::BTreeSet::new();
+    for seed in 0..8 {
+        for (step, _, what) in schedule_of(&plan, &format!("seed={seed},rate=0.9")).await {
+            let fault = what.split(' ').next().unwrap().to_string();
+            let n: usize = step[1..].parse().unwrap();
+            if fault.ends_with("_net") {
+                assert_eq!(n % 3, 0, "{fault} given to {step}, which has no network");
+            }
+            seen.insert(fault);
+        }
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        [
+            "corrupt_cache",
+            "cpu_stress",
+            "delay_net",
+            "disk_fill",
+            "drop_net",
+            "kill_job"
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_zero_and_the_kill_switch_inject_nothing() {
+    let plan = chaos_plan("");
+    assert_eq!(schedule_of(&plan, "seed=1,rate=0").await, []);
+    let dir = tempfile::tempdir().unwrap();
+    let off = dir.path().join("chaos-off");
+    let plan = chaos_plan(&format!("[chaos]\nkill_switch = \"{}\"\n", off.display()));
+    assert!(!schedule_of(&plan, "seed=1,rate=1").await.is_empty());
+    std::fs::write(&off, "").unwrap();
+    assert_eq!(schedule_of(&plan, "seed=1,rate=1").await, []);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_plan_allowlist_and_step_opt_outs_limit_the_faults() {
+    let plan = plan(
+        r#"version = 1
+[chaos]
+faults = ["kill_job", "cpu_stress"]
+[steps.a]
+run = "x"
+[steps.b]
+run = "x"
+chaos = false
+[steps.c]
+run = "x"
+chaos = ["cpu_stress"]
+"#,
+    );
+    for seed in 0..20 {
+        for (step, _, what) in schedule_of(&plan, &format!("seed={seed},rate=1")).await {
+            assert_ne!(step, "b", "an opted-out step got {what}");
+            assert!(
+                what.starts_with("kill_job") || what.starts_with("cpu_stress"),
+                "{what}"
+            );
+            if step == "c" {
+                assert!(what.starts_with("cpu_stress"), "{what}");
+            }
+        }
+    }
+    // Asking only for what the plan forbids is an error before anything runs.
+    let spec: ci_intel_scheduler::chaos::ChaosSpec = "seed=1,faults=disk_fill".parse().unwrap();
+    let err = ci_intel_scheduler::chaos::Chaos::new(&spec, &plan, vec![], true, 1).unwrap_err();
+    assert!(err.to_string().contains("kill_job, cpu_stress"), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_faulted_attempt_is_retried_and_its_trial_kept_with_the_result() {
+    let plan = plan(
+        r#"version = 1
+[steps.flaky]
+run = "x"
+retries = 1
+[steps.once]
+run = "x"
+"#,
+    );
+    let (fake, _notes) = Fake::new(&plan, 2);
+    // The fault makes the first attempt of each fail; the retry succeeds.
+    let fake = Arc::new(
+        fake.script(
+            "flaky",
+            [Script::End(Status::Failed), Script::End(Status::Succeeded)],
+        )
+        .script("once", [Script::End(Status::Failed)]),
+    );
+    let recorder = Recorder::default();
+    // kill_job at rate 1 for first attempts: seed chosen so that both first attempts get it
+    // (every attempt draws below a rate of 1).
+    let opts = chaos_options(&plan, "seed=5,kill_job=1");
+    let report = run_all(&plan, &fake, &recorder, &opts).await.unwrap();
+    let flaky = report.results.iter().find(|r| r.id == "flaky").unwrap();
+    assert_eq!(flaky.state, StepState::Succeeded);
+    assert_eq!(
+        flaky.chaos.len(),
+        2,
+        "both attempts drew a fault: {:?}",
+        flaky.chaos
+    );
+    assert_eq!(flaky.chaos[0].attempt, 1);
+    assert!(
+        flaky.chaos[0].expect_recovery,
+        "a retry is left after attempt 1"
+    );
+    assert!(
+        !flaky.chaos[1].expect_recovery,
+        "no retry is left after attempt 2"
+    );
+    assert_eq!(flaky.chaos[0].attempt_status, Status::Failed);
+    let once = report.results.iter().find(|r| r.id == "once").unwrap();
+    assert_eq!(once.chaos.len(), 1);
+    assert!(
+        !once.chaos[0].expect_recovery,
+        "no retries: a clean failure is expected"
+    );
+    // Every decision reached the observer, with the fault in its line.
+    let lines: Vec<String> = recorder
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Ev::Chaos { line, .. } => Some(line),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(
+        lines.iter().all(|l| l.contains("inject=kill_job")),
+        "{lines:?}"
     );
 }
