@@ -38,6 +38,8 @@ pub(crate) fn night(args: NightArgs) -> Outcome {
             Some("a night is a control run and K chaos runs, e.g. --runs 3".into()),
         )));
     }
+    // The plan's own rates apply unless --rate is given; without any, a night's default.
+    let plan_rates = plan.chaos.rate.is_some() || !plan.chaos.rates.is_empty();
     let rate = match args.rate.or(plan.chaos.rate) {
         Some(r) if !(0.0..=1.0).contains(&r) => {
             return Ok(Err(Failure::usage(
@@ -105,47 +107,59 @@ pub(crate) fn night(args: NightArgs) -> Outcome {
     );
     let mut runs = Vec::new();
     let mut interrupted = false;
+    let mut signals = Signals::install()?;
     for i in 0..=args.runs {
+        if signals.pending() {
+            interrupted = true;
+            break;
+        }
         let spec = (i > 0).then(|| {
-            format!(
-                "seed={},rate={rate},faults={}",
-                seed + u64::from(i),
-                faults.join(",")
-            )
+            let mut spec = format!("seed={}", seed + u64::from(i));
+            if args.rate.is_some() || !plan_rates {
+                spec.push_str(&format!(",rate={rate}"));
+            }
+            spec.push_str(&format!(",faults={}", faults.join(",")));
+            spec
         });
-        // What a person runs to replay it (the report's command) ...
+        // What a person runs to replay it (the report's command), with every option the
+        // night was given ...
         let mut shown = format!("ci-intel run {} --keep-going", q(&plan_arg));
-        // ... and what this night passes on top: where the record and state go.
         let mut argv: Vec<String> = vec!["run".into(), plan_arg.clone(), "--keep-going".into()];
         if let Some(spec) = &spec {
             shown.push_str(&format!(" --chaos \"{spec}\""));
             argv.extend(["--chaos".into(), spec.clone()]);
         }
-        for s in &args.steps {
-            shown.push_str(&format!(" --step {}", q(s)));
-            argv.extend(["--step".into(), s.clone()]);
+        let mut given: Vec<(&str, String)> =
+            args.steps.iter().map(|s| ("--step", s.clone())).collect();
+        given.extend(args.jobs.map(|j| ("--jobs", j.to_string())));
+        given.extend(
+            args.cache_dir
+                .as_ref()
+                .map(|c| ("--cache-dir", c.display().to_string())),
+        );
+        given.extend(
+            args.state_dir
+                .as_ref()
+                .map(|d| ("--state-dir", d.display().to_string())),
+        );
+        for (flag, value) in given {
+            shown.push_str(&format!(" {flag} {}", q(&value)));
+            argv.extend([flag.to_string(), value]);
         }
-        if let Some(j) = args.jobs {
-            argv.extend(["--jobs".into(), j.to_string()]);
-        }
-        if let Some(c) = &args.cache_dir {
-            argv.extend(["--cache-dir".into(), c.display().to_string()]);
-        }
+        // ... and what the night adds: where the state and the record go.
         let record_file = dir.join(format!("run-{i}.ndjson"));
         let log = dir.join(format!("run-{i}.log"));
-        argv.extend([
-            "--state-dir".into(),
-            state_dir.display().to_string(),
-            "--telemetry".into(),
-            record_file.display().to_string(),
-        ]);
+        if args.state_dir.is_none() {
+            argv.extend(["--state-dir".into(), state_dir.display().to_string()]);
+        }
+        argv.extend(["--telemetry".into(), record_file.display().to_string()]);
         let label = if i == 0 {
             "control".to_string()
         } else {
             format!("run {i}/{}", args.runs)
         };
         let began = Instant::now();
-        let (code, stopped) = run_one(&exe, &argv, &log)?;
+        let (code, stopped) = signals.run(&exe, &argv, &log)?;
         let record = last_record(&record_file);
         let trials = record.as_ref().map_or(0, |r| r.chaos.len());
         outln!(
@@ -256,60 +270,102 @@ pub(crate) fn night(args: NightArgs) -> Outcome {
     }))
 }
 
-/// Runs `exe argv` with its output in `log`; returns its exit code (128+N for signal N)
-/// and whether the night was interrupted meanwhile (the run is asked to stop with the
-/// same signal, and waited for).
-fn run_one(exe: &Path, argv: &[String], log: &Path) -> anyhow::Result<(i32, bool)> {
-    use std::os::unix::process::ExitStatusExt as _;
-    let out = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-    let err = out.try_clone()?;
-    let mut child = std::process::Command::new(exe)
-        .args(argv)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        // The record goes to the night's file only.
-        .env_remove("CI_INTEL_TELEMETRY")
-        .spawn()
-        .with_context(|| format!("starting {}", exe.display()))?;
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let stopped = runtime.block_on(async {
+/// SIGINT and SIGTERM, caught for the whole night: each is passed to the run in progress
+/// (which stops cleanly; a second one kills its steps at once), and no further run starts.
+struct Signals {
+    runtime: tokio::runtime::Runtime,
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            return false;
-        };
-        let mut stopped = false;
-        loop {
-            match child.try_wait() {
-                Ok(Some(_)) | Err(_) => return stopped,
-                Ok(None) => {}
-            }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        let (int, term) = runtime
+            .block_on(async {
+                Ok::<_, std::io::Error>((
+                    signal(SignalKind::interrupt())?,
+                    signal(SignalKind::terminate())?,
+                ))
+            })
+            .context("installing signal handlers")?;
+        Ok(Signals { runtime, int, term })
+    }
+
+    /// Whether a signal came since the last look (between runs).
+    fn pending(&mut self) -> bool {
+        let (int, term) = (&mut self.int, &mut self.term);
+        self.runtime.block_on(async {
             tokio::select! {
-                () = tokio::time::sleep(Duration::from_millis(100)) => {}
-                _ = int.recv() => {
-                    stopped = true;
-                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+                biased;
+                _ = int.recv() => true,
+                _ = term.recv() => true,
+                () = std::future::ready(()) => false,
+            }
+        })
+    }
+
+    /// Runs `exe argv` with its output in `log`, in a process group of its own (the
+    /// terminal's Ctrl-C reaches the night, which passes it on once); returns its exit
+    /// code (128+N for signal N) and whether the night was interrupted meanwhile.
+    fn run(&mut self, exe: &Path, argv: &[String], log: &Path) -> anyhow::Result<(i32, bool)> {
+        use std::os::unix::process::{CommandExt as _, ExitStatusExt as _};
+        let out =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let err = out.try_clone()?;
+        let mut cmd = std::process::Command::new(exe);
+        cmd.args(argv)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            // The record goes to the night's file only.
+            .env_remove("CI_INTEL_TELEMETRY")
+            .process_group(0);
+        // SAFETY: the closure runs in the child between fork and exec and only calls
+        // prctl, which is async-signal-safe: if the night dies, the run is asked to stop
+        // (cleanly) instead of running on alone.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
                 }
-                _ = term.recv() => {
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", exe.display()))?;
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+        let (int, term) = (&mut self.int, &mut self.term);
+        let stopped = self.runtime.block_on(async {
+            let mut stopped = false;
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) | Err(_) => return stopped,
+                    Ok(None) => {}
+                }
+                let sig = tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(100)) => None,
+                    _ = int.recv() => Some(nix::sys::signal::Signal::SIGINT),
+                    _ = term.recv() => Some(nix::sys::signal::Signal::SIGTERM),
+                };
+                if let Some(sig) = sig {
                     stopped = true;
-                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+                    let _ = nix::sys::signal::kill(pid, sig);
                 }
             }
-        }
-    });
-    let status = child.wait().context("waiting for a run")?;
-    let code = status
-        .code()
-        .or_else(|| status.signal().map(|s| 128 + s))
-        .unwrap_or(-1);
-    Ok((code, stopped))
+        });
+        let status = child.wait().context("waiting for a run")?;
+        let code = status
+            .code()
+            .or_else(|| status.signal().map(|s| 128 + s))
+            .unwrap_or(-1);
+        Ok((code, stopped))
+    }
 }
 
 /// The last run record in `path`, if it holds one.

@@ -157,10 +157,10 @@ pub(crate) struct NightArgs {
     #[arg(long, value_name = "K", default_value_t = 3)]
     pub(crate) runs: u32,
     /// The HTML report; the Markdown one is written beside it (`.md`). Default:
-    /// `chaos/night-<time>.html` in the state directory.
+    /// `chaos/night-<id>/report.html` in the state directory.
     #[arg(long, value_name = "FILE")]
     pub(crate) report: Option<PathBuf>,
-    /// The rate per attempt. Default: the plan's `[chaos] rate`, else 0.25.
+    /// The rate per attempt. Default: the plan's `[chaos] rate` and `rates`, else 0.25.
     #[arg(long, value_name = "R")]
     pub(crate) rate: Option<f64>,
     /// The faults, comma-separated. Default: every fault the plan allows.

@@ -621,7 +621,8 @@ fn run(args: RunArgs) -> Outcome {
                 spec,
                 &plan,
                 medians,
-                !(args.dry_run || args.no_cache),
+                !args.no_cache,
+                args.no_sandbox,
                 seed,
             ) {
                 Ok(c) => Some(Arc::new(c)),
@@ -779,7 +780,8 @@ fn run(args: RunArgs) -> Outcome {
         exit::STEP_FAILED
     };
     let record = (!args.dry_run).then(|| {
-        let predictions = predict::record(&plan, &report, history.as_ref(), &learned, &state_dir);
+        let (predictions, history_run) =
+            predict::record(&plan, &report, history.as_ref(), &learned, &state_dir);
         let run_id = telemetry::new_run_id();
         let status = telemetry::run_status(&report).as_str();
         let traceparent = if otel::enabled() {
@@ -809,7 +811,7 @@ fn run(args: RunArgs) -> Outcome {
         };
         let record = telemetry::build(&cx, &report);
         if !record.chaos.is_empty() {
-            predict::record_trials(&plan, &record, history.as_ref());
+            predict::record_trials(&plan, &record, history.as_ref(), history_run);
         }
         telemetry::write(
             &record,

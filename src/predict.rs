@@ -216,16 +216,16 @@ fn changed_since(root: &Path, commit: &str) -> Option<Vec<String>> {
     )
 }
 
-/// Records the run in the history (when there is one), each step with what the model
-/// predicted for it, and returns those predictions for the run record. A history that
-/// cannot be written costs a warning, never the run.
-/// Records a run's chaos trials in the history, beside the run [`record`] just wrote.
+/// Records a run's chaos trials in the history, beside run `run_id` that [`record`] wrote.
 pub(crate) fn record_trials(
     plan: &Plan,
     run: &ci_intel_insight::record::RunRecord,
     history: Option<&History>,
+    run_id: Option<i64>,
 ) {
-    let Some(h) = history else { return };
+    let (Some(h), Some(run_id)) = (history, run_id) else {
+        return;
+    };
     let unix = |t: &Option<String>| {
         t.as_deref()
             .and_then(ci_intel_insight::record::parse_rfc3339_ms)
@@ -248,11 +248,7 @@ pub(crate) fn record_trials(
             detail: t.detail.clone().unwrap_or_default(),
         })
         .collect();
-    let result = h.last_run(&plan.name).and_then(|id| match id {
-        Some(id) => h.record_trials(&plan.name, id, &rows),
-        None => Ok(()),
-    });
-    if let Err(e) = result {
+    if let Err(e) = h.record_trials(&plan.name, run_id, &rows) {
         tracing::warn!(
             "chaos trials not recorded in the run history: {}",
             ci_intel_cache::error_chain(&e)
@@ -260,13 +256,16 @@ pub(crate) fn record_trials(
     }
 }
 
+/// Records the run in the history (when there is one), each step with what the model
+/// predicted for it, and returns those predictions for the run record, and the run's id in
+/// the history. A history that cannot be written costs a warning, never the run.
 pub(crate) fn record(
     plan: &Plan,
     report: &RunReport,
     history: Option<&History>,
     learned: &Learned,
     state_dir: &Path,
-) -> Vec<(String, RecordedPrediction)> {
+) -> (Vec<(String, RecordedPrediction)>, Option<i64>) {
     let unix_ms = |t: std::time::SystemTime| {
         t.duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -323,17 +322,24 @@ pub(crate) fn record(
         git_commit: learned.commit.clone(),
         steps,
     };
-    if let Some(Err(e)) = history.map(|h| h.record(&run)) {
-        tracing::warn!(
-            "run history {} not recorded: {}",
-            state_dir.join("history.db").display(),
-            ci_intel_cache::error_chain(&e)
-        );
-    }
-    run.steps
+    let run_id = match history.map(|h| h.record(&run)) {
+        Some(Ok(id)) => Some(id),
+        Some(Err(e)) => {
+            tracing::warn!(
+                "run history {} not recorded: {}",
+                state_dir.join("history.db").display(),
+                ci_intel_cache::error_chain(&e)
+            );
+            None
+        }
+        None => None,
+    };
+    let predictions = run
+        .steps
         .into_iter()
         .filter_map(|s| Some((s.step, s.predicted?)))
-        .collect()
+        .collect();
+    (predictions, run_id)
 }
 
 impl Learned {

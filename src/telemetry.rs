@@ -180,7 +180,7 @@ fn chaos_trials(
                     "degraded",
                     Some("the run stopped before the step could recover".into()),
                 )
-            } else if let (true, Some(n)) = (t.expect_recovery, later) {
+            } else if let (true, Some(n), true) = (t.expect_recovery, later, diagnosed) {
                 (
                     "degraded",
                     Some(format!("a fault in attempt {n} ended the retry too")),
@@ -216,7 +216,7 @@ fn chaos_trials(
                 fault: t.injection.fault.name().to_string(),
                 target: r.id.clone(),
                 seed: i64::try_from(chaos.seed).unwrap_or(i64::MAX),
-                rate: Some(chaos.rate),
+                rate: Some(t.injection.rate),
                 started_at: started.map(|s| rec::rfc3339_ms(unix_ms(s))),
                 ended_at: t.effect.ended_at.map(|s| rec::rfc3339_ms(unix_ms(s))),
                 outcome: outcome.into(),
@@ -670,5 +670,204 @@ mod tests {
         assert_ne!(a, new_run_id());
         assert_eq!(a.len(), 36);
         assert_eq!(&a[14..15], "4");
+    }
+
+    /// One step's result with the given faults (attempt, fired, contained, expected
+    /// recovery), its final state and message.
+    fn step(
+        id: &str,
+        state: StepState,
+        message: Option<&str>,
+        attempts: u32,
+        faults: &[(u32, bool, bool, bool)],
+    ) -> StepResult {
+        use ci_intel_executor::chaos::{ChaosEffect, Fault, FaultParams, Injection, KillSwitch};
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let mut outcome = Outcome::new(
+            match state {
+                StepState::Succeeded => ci_intel_executor::Status::Succeeded,
+                StepState::Cancelled => ci_intel_executor::Status::Cancelled,
+                _ => ci_intel_executor::Status::Failed,
+            },
+            "/nonexistent/log".into(),
+        );
+        outcome.started_at = t0 + Duration::from_secs(10);
+        outcome.duration = Duration::from_secs(2);
+        outcome.message = message.map(str::to_string);
+        StepResult {
+            index: 0,
+            id: id.into(),
+            state,
+            attempts,
+            duration: Duration::from_secs(12),
+            queue: Duration::ZERO,
+            outcome: Some(outcome),
+            chaos: faults
+                .iter()
+                .map(
+                    |&(attempt, fired, contained, expect)| ci_intel_scheduler::AttemptChaos {
+                        attempt,
+                        injection: Injection {
+                            fault: Fault::KillJob,
+                            rate: 0.5,
+                            params: FaultParams::Kill {
+                                after: Duration::from_secs(1),
+                            },
+                            kill_switch: KillSwitch::default(),
+                            decision: String::new(),
+                        },
+                        expect_recovery: expect,
+                        effect: ChaosEffect {
+                            fault: Fault::KillJob,
+                            fired,
+                            started_at: Some(t0 + Duration::from_secs(1)),
+                            ended_at: Some(t0 + Duration::from_secs(2)),
+                            detail: "SIGKILL".into(),
+                            contained,
+                        },
+                        attempt_status: ci_intel_executor::Status::Failed,
+                    },
+                )
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn trials_are_judged_against_the_recovery_paths_the_plan_gives() {
+        let plan = ci_intel_scheduler::parse_plan(
+            Path::new("plan.toml"),
+            "version = 1\n[steps.a]\nrun = \"true\"\n",
+        )
+        .unwrap();
+        let spec: ci_intel_scheduler::chaos::ChaosSpec = "seed=7,kill_job=0.5".parse().unwrap();
+        let chaos =
+            ci_intel_scheduler::chaos::Chaos::new(&spec, &plan, vec![], true, false, 7).unwrap();
+        let report = RunReport {
+            results: vec![
+                step(
+                    "ok",
+                    StepState::Succeeded,
+                    None,
+                    2,
+                    &[(1, true, true, true)],
+                ),
+                step(
+                    "served",
+                    StepState::Succeeded,
+                    None,
+                    1,
+                    &[(1, true, false, true)],
+                ),
+                step(
+                    "stopped",
+                    StepState::Cancelled,
+                    Some("cancelled"),
+                    1,
+                    &[(1, true, true, true)],
+                ),
+                step(
+                    "twice",
+                    StepState::Failed,
+                    Some("killed by chaos kill_job (SIGKILL)"),
+                    2,
+                    &[(1, true, true, true), (2, true, true, false)],
+                ),
+                step(
+                    "unheld",
+                    StepState::Failed,
+                    Some("exit code 3"),
+                    2,
+                    &[(1, true, true, true)],
+                ),
+                step(
+                    "clean",
+                    StepState::TimedOut,
+                    Some("timed out after 1s"),
+                    1,
+                    &[(1, true, true, false)],
+                ),
+                step(
+                    "mute",
+                    StepState::Failed,
+                    Some("exit code 1"),
+                    1,
+                    &[(1, true, true, false)],
+                ),
+                step(
+                    "missed",
+                    StepState::Succeeded,
+                    None,
+                    1,
+                    &[(1, false, true, true)],
+                ),
+            ],
+            wall: Duration::from_secs(20),
+            interrupted: false,
+        };
+        let trials = chaos_trials(&chaos, "plan.toml", &report, &[]);
+        let got: Vec<(&str, u32, &str)> = trials
+            .iter()
+            .map(|t| (t.target.as_str(), t.attempt.unwrap(), t.outcome.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("ok", 1, "recovered"),
+                ("served", 1, "failed"),
+                ("stopped", 1, "degraded"),
+                ("twice", 1, "degraded"),
+                ("twice", 2, "degraded"),
+                ("unheld", 1, "failed"),
+                ("clean", 1, "degraded"),
+                ("mute", 1, "failed"),
+            ],
+            "a fault that did not act is no trial"
+        );
+        // From the fault to the end of the step's last attempt; retries after the faulted one.
+        assert_eq!(trials[0].recovery_ms, Some(11_000));
+        assert_eq!(trials[0].retries, Some(1));
+        assert_eq!(trials[0].rate, Some(0.5));
+        assert_eq!(trials[0].expected.as_deref(), Some("recovered"));
+        assert_eq!(
+            trials[0].repro.as_deref(),
+            Some("ci-intel run plan.toml --chaos \"seed=7,kill_job=0.5\" --step ok")
+        );
+        assert!(
+            trials[1]
+                .detail
+                .as_deref()
+                .unwrap()
+                .contains("a corrupted cache entry was restored")
+        );
+        assert!(
+            trials[5]
+                .detail
+                .as_deref()
+                .unwrap()
+                .contains("recovery path should have held")
+        );
+        // The autopsy can name the cause where the outcome's message does not.
+        let finding = rec::RootCause {
+            job: Some("mute".into()),
+            rule: Some("disk.full".into()),
+            tool: None,
+            pattern: "No space left on device".into(),
+            file: None,
+            line: None,
+            message: Some("No space left on device".into()),
+            suggestion: String::new(),
+            severity: None,
+            docs_uri: None,
+            repro: None,
+        };
+        let trials = chaos_trials(&chaos, "plan.toml", &report, &[finding]);
+        let mute = trials.iter().find(|t| t.target == "mute").unwrap();
+        assert_eq!(mute.outcome, "degraded");
+        assert!(
+            mute.detail
+                .as_deref()
+                .unwrap()
+                .contains("No space left on device")
+        );
     }
 }

@@ -120,17 +120,19 @@ fn seed_for(plan_src: &str, spec: &str, step: &str, wants: &[Option<Want>]) -> u
     let plan = ci_intel_scheduler::parse_plan(Path::new("plan.toml"), plan_src).unwrap();
     let spec: ChaosSpec = spec.parse().unwrap();
     let index = plan.step_index(step).unwrap();
-    for seed in 0..200_000 {
+    // From 1: a night's run i is seeded N+i, so N = seed-1 must exist.
+    for seed in 1..200_000 {
         let chaos = Chaos::new(
             &spec,
             &plan,
             vec![Duration::from_secs(1); plan.steps.len()],
             true,
+            false,
             seed,
         )
         .unwrap();
         let fits = wants.iter().enumerate().all(|(a, want)| {
-            let d = chaos.decide(&plan, index, a as u32 + 1, true);
+            let d = chaos.decide(&plan, index, a as u32 + 1);
             match (want, &d.injection) {
                 (None, None) => true,
                 (Some(p), Some(inj)) => p(inj),
@@ -282,6 +284,11 @@ fn cpu_stress_competes_and_the_step_still_succeeds() {
         t["started_at"].is_string() && t["ended_at"].is_string(),
         "{t}"
     );
+    // What ran under a fault was not stored: the next run runs the step, and stores it.
+    let r = ws.run(&[]);
+    assert!(r.stdout.contains("PASS busy"), "{}", r.show());
+    let r = ws.run(&[]);
+    assert!(r.stdout.contains("CACHED busy"), "{}", r.show());
 }
 
 #[test]
@@ -466,6 +473,13 @@ fn the_same_seed_gives_the_same_schedule() {
     );
     assert_eq!(dry(11), first);
     assert_ne!(dry(12), first);
+    // A real run (with its cache and sandbox) decides exactly what the dry run showed (with
+    // the same history: the durations a kill moment and a stress period scale with).
+    let r = ws.run(&["--chaos", "seed=11,rate=0.5"]);
+    assert_eq!(r.code, Some(0), "{}", r.show());
+    let mut real_lines: Vec<String> = r.chaos_log().lines().map(str::to_string).collect();
+    real_lines.sort();
+    assert_eq!(real_lines, first);
     // Real runs too: the same faults on the same steps and attempts.
     let real = || {
         let r = ws.run(&[
@@ -527,6 +541,25 @@ fn rate_zero_and_the_kill_switches_inject_nothing() {
     std::fs::write(ws.path().join(off), "").unwrap();
     let r = ws.run(&["--no-cache", "--chaos", "seed=4,rate=1"]);
     assert!(none(&r).contains("chaos-off exists"));
+    // Created while a step runs, it stops a kill that has not fired yet.
+    let mid = Workspace::new(&format!(
+        "version = 1\n[chaos]\nkill_switch = \"switch/{off}\"\n\
+         [steps.s]\nrun = \"touch switch/{off}; sleep 2\"\nsandbox = {{ write = [\"switch\"] }}\n"
+    ));
+    std::fs::create_dir(mid.path().join("switch")).unwrap();
+    let r = mid.run(&["--no-cache", "--chaos", "seed=4,kill_job=1"]);
+    assert_eq!(r.code, Some(0), "{}", r.show());
+    assert!(
+        r.stdout.contains("CHAOS s (attempt 1): kill_job"),
+        "{}",
+        r.show()
+    );
+    assert!(r.trials().is_empty(), "{:#?}", r.trials());
+    assert!(
+        r.logs.contains("chaos: kill_job: not fired: kill switch"),
+        "{}",
+        r.show()
+    );
     // Without the switch the same spec injects everywhere.
     std::fs::remove_file(ws.path().join(off)).unwrap();
     let r = ws.run(&["--no-cache", "--chaos", "seed=4,rate=1,faults=cpu_stress"]);
@@ -668,26 +701,46 @@ retries = { count = 2, delay = "100ms" }
 fn a_chaos_night_fails_when_a_recovery_path_does_not_hold() {
     // The step cannot be retried after a kill: its retry finds the marker the killed attempt
     // left and fails. The control run (never killed) removes its marker and passes.
-    let ws = Workspace::new(
-        r#"version = 1
+    let plan = r#"version = 1
 [steps.fragile]
-run = "if [ -e state/started ]; then rm state/started; echo 'left over from a killed attempt'; exit 3; fi; touch state/started; sleep 2; rm state/started"
+run = "if [ -e state/started ]; then rm state/started; echo 'left over from a killed attempt'; exit 3; fi; touch state/started; sleep 3; rm state/started"
 retries = { count = 1, delay = "100ms" }
 cache = false
 sandbox = { write = ["state"] }
-"#,
+"#;
+    // Run 1 of the night (seed N+1) kills the first attempt early: before half of the
+    // predicted median (which the control run makes about 3 s), well inside the step.
+    fn early(i: &Injection) -> bool {
+        matches!(i.params, FaultParams::Kill { after } if after < Duration::from_millis(500))
+    }
+    let run1 = seed_for(
+        plan,
+        "seed=0,rate=1,faults=kill_job",
+        "fragile",
+        &[Some(early)],
     );
+    let ws = Workspace::new(plan);
     std::fs::create_dir(ws.path().join("state")).unwrap();
+    let night_seed = (run1 - 1).to_string();
     let (code, out) = night(
         &ws,
         &[
-            "--seed", "7", "--runs", "1", "--rate", "1", "--faults", "kill_job",
+            "--seed",
+            &night_seed,
+            "--runs",
+            "1",
+            "--rate",
+            "1",
+            "--faults",
+            "kill_job",
         ],
     );
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("FAILED fragile (kill_job, run 1)"), "{out}");
     assert!(
-        out.contains("replay: ci-intel run plan.toml --chaos \"seed=8,rate=1,faults=kill_job\" --step fragile"),
+        out.contains(&format!(
+            "replay: ci-intel run plan.toml --chaos \"seed={run1},rate=1,faults=kill_job\" --step fragile"
+        )),
         "{out}"
     );
     let records = night_records(&ws);

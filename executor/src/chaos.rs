@@ -123,6 +123,8 @@ impl KillSwitch {
 pub struct Injection {
     /// The fault.
     pub fault: Fault,
+    /// Its rate per attempt in this step (its share of the spec's rate, or its own).
+    pub rate: f64,
     /// Its parameters.
     pub params: FaultParams,
     /// Checked again when the fault fires.
@@ -211,12 +213,6 @@ impl Injection {
     /// Whether the attempt may read its result from the cache: only a `corrupt_cache`
     /// attempt does (the fault acts on the restore); the others need the step to run.
     pub fn reads_cache(&self) -> bool {
-        self.fault == Fault::CorruptCache
-    }
-
-    /// Whether a clean result of the attempt may be stored: not when the fault acted on
-    /// the running step.
-    pub fn stores_result(&self) -> bool {
         self.fault == Fault::CorruptCache
     }
 }
@@ -348,10 +344,27 @@ pub(crate) fn fill_argv(argv: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString
 /// Flips one byte of one of `blobs` (paths of compressed blob files), chosen by `blob` and
 /// `byte`; returns the file and the offset flipped.
 pub(crate) fn corrupt(blobs: &[PathBuf], blob: u64, byte: u64) -> std::io::Result<(PathBuf, u64)> {
-    use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
+    use std::os::unix::fs::PermissionsExt as _;
     let Some(path) = blobs.get((blob % blobs.len().max(1) as u64) as usize) else {
         return Err(std::io::Error::other("the entry has no blob"));
     };
+    // Blobs are stored read-only: the owner makes one writable for the flip, and its mode
+    // is put back after.
+    let mode = std::fs::metadata(path)?.permissions().mode();
+    let read_only = mode & 0o200 == 0;
+    if read_only {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode | 0o200))?;
+    }
+    let flipped = flip(path, byte);
+    if read_only {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok((path.clone(), flipped?))
+}
+
+/// Flips the byte at `byte` modulo the file's length; returns its offset.
+fn flip(path: &std::path::Path, byte: u64) -> std::io::Result<u64> {
+    use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
     let mut f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -368,7 +381,7 @@ pub(crate) fn corrupt(blobs: &[PathBuf], blob: u64, byte: u64) -> std::io::Resul
     f.seek(SeekFrom::Start(at))?;
     f.write_all(&b)?;
     f.sync_all()?;
-    Ok((path.clone(), at))
+    Ok(at)
 }
 
 #[cfg(test)]
@@ -407,7 +420,14 @@ mod tests {
         let b = dir.join("b");
         std::fs::write(&a, b"aaaa").unwrap();
         std::fs::write(&b, b"bbbbbbbb").unwrap();
+        // Stored blobs are read-only; the flip works on them and leaves the mode as it was.
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&b, std::fs::Permissions::from_mode(0o444)).unwrap();
         let (path, at) = corrupt(&[a.clone(), b.clone()], 3, 11).unwrap();
+        assert_eq!(
+            std::fs::metadata(&b).unwrap().permissions().mode() & 0o777,
+            0o444
+        );
         assert_eq!(path, b);
         assert_eq!(at, 3);
         let after = std::fs::read(&b).unwrap();

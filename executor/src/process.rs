@@ -758,7 +758,11 @@ impl ProcessExecutor {
                         .as_ref()
                         .map_or_else(String::new, Injection::describe),
                 );
-                Some(Stress::start(*workers, *period))
+                // Never more than two workers a CPU of this machine, whatever the plan's
+                // `cpus` says.
+                let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let cap = u32::try_from(cpus * 2).unwrap_or(u32::MAX);
+                Some(Stress::start((*workers).min(cap), *period))
             }
             _ => None,
         };

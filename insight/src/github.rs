@@ -9,7 +9,7 @@ use crate::record::{RunRecord, Status};
 const SLOWEST: usize = 5;
 
 /// The Markdown summary of a run: status table, cache hit ratio, slowest steps,
-/// predicted against actual, and the autopsy's findings.
+/// predicted against actual, the chaos trials, and the autopsy's findings.
 pub fn summary(record: &RunRecord) -> String {
     let mut md = String::new();
     let icon = |s: Status| match s {
@@ -116,6 +116,35 @@ pub fn summary(record: &RunRecord) -> String {
             );
         }
         md.push_str("\n</details>\n");
+    }
+
+    if !record.chaos.is_empty() {
+        let count = |o: &str| record.chaos.iter().filter(|t| t.outcome == o).count();
+        let _ = writeln!(
+            md,
+            "\n### Chaos\n\n{} fault{} acted: {} recovered, {} degraded, {} failed\n\n\
+             | step | fault | attempt | outcome | expected | recovery | replay |\n|---|---|--:|---|---|--:|---|",
+            record.chaos.len(),
+            if record.chaos.len() == 1 { "" } else { "s" },
+            count("recovered"),
+            count("degraded"),
+            count("failed")
+        );
+        for t in &record.chaos {
+            let _ = writeln!(
+                md,
+                "| `{}` | `{}` | {} | {} | {} | {} | {} |",
+                md_code(&t.target),
+                md_code(&t.fault),
+                t.attempt.map_or_else(|| "-".into(), |a| a.to_string()),
+                md_cell(&t.outcome),
+                md_cell(t.expected.as_deref().unwrap_or("-")),
+                t.recovery_ms.map_or_else(|| "-".into(), duration),
+                t.repro
+                    .as_deref()
+                    .map_or_else(|| "-".into(), |r| format!("`{}`", md_code(r)))
+            );
+        }
     }
 
     // A generic finding ("exit code 3") says nothing the status table does not.
@@ -257,6 +286,29 @@ mod tests {
         assert_eq!(duration(850), "850ms");
         assert_eq!(duration(4_240), "4.2s");
         assert_eq!(duration(184_000), "3m04s");
+    }
+
+    #[test]
+    fn chaos_trials_get_a_table_with_their_replay_command() {
+        let text = include_str!("../../schema/pipeline_run.v1.3.example.json");
+        let mut record: RunRecord = serde_json::from_str(text).unwrap();
+        let mut failed = record.chaos[0].clone();
+        failed.outcome = "failed".into();
+        failed.target = "a|b".into();
+        failed.repro = Some("ci-intel run ci.toml --chaos \"seed=42\" --step pytest".into());
+        record.chaos.push(failed);
+        let md = summary(&record);
+        assert!(
+            md.contains("### Chaos\n\n2 faults acted: 1 recovered, 0 degraded, 1 failed"),
+            "{md}"
+        );
+        assert!(md.contains("| `a\\|b` | `kill_job` |"), "{md}");
+        assert!(
+            md.contains("`ci-intel run ci.toml --chaos \"seed=42\" --step pytest`"),
+            "{md}"
+        );
+        record.chaos.clear();
+        assert!(!summary(&record).contains("### Chaos"));
     }
 
     #[test]

@@ -122,8 +122,9 @@ pub struct AccuracyReport {
     pub models: BTreeMap<String, usize>,
 }
 
-/// The report of `plan` over `runs` (oldest first). Steps that did not succeed, and steps
-/// recorded without a prediction (before the model recorded them), are not scored.
+/// The report of `plan` over `runs` (oldest first). Steps that did not succeed, steps a
+/// chaos fault acted on, and steps recorded without a prediction (before the model
+/// recorded them), are not scored.
 pub fn report(plan: &str, runs: &[PastRun]) -> AccuracyReport {
     let mut all = Vec::new();
     let mut by_step: BTreeMap<&str, (Vec<Sample>, String, Sample)> = BTreeMap::new();
@@ -131,7 +132,11 @@ pub fn report(plan: &str, runs: &[PastRun]) -> AccuracyReport {
     let mut trend = Vec::new();
     for run in runs {
         let mut this = Vec::new();
-        for s in run.steps.iter().filter(|s| s.state == "succeeded") {
+        for s in run
+            .steps
+            .iter()
+            .filter(|s| s.state == "succeeded" && s.chaos.is_none())
+        {
             let Some(p) = &s.predicted else { continue };
             let sample = Sample {
                 actual: s.duration.as_secs_f64(),

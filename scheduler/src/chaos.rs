@@ -229,7 +229,8 @@ pub struct ChaosPolicy {
     pub rate: Option<f64>,
     /// Per-fault rates when `--chaos` gives none.
     pub rates: BTreeMap<Fault, f64>,
-    /// A file whose existence disables all injection (absolute).
+    /// A file whose existence disables all injection (the plan's `kill_switch`, joined to
+    /// the plan's root).
     pub kill_switch: Option<PathBuf>,
 }
 
@@ -259,8 +260,11 @@ pub struct Chaos {
     pub rates: BTreeMap<Fault, f64>,
     /// Disables injection at once.
     pub kill_switch: KillSwitch,
-    /// Whether the run has a cache (else `corrupt_cache` has nothing to act on).
+    /// Whether the run has a cache (else `corrupt_cache` has nothing to act on). A dry run
+    /// counts as having one: it shows the schedule the real run would have.
     pub cache: bool,
+    /// Whether the run puts every step outside the sandbox (`--no-sandbox`).
+    pub no_sandbox: bool,
     /// Each step's predicted duration (`[i]` for step `i`).
     pub expected: Vec<Duration>,
     /// Faults asked for that the plan does not allow, for a warning.
@@ -351,6 +355,9 @@ impl AttemptRng {
 /// Why a `--chaos` run cannot start.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ChaosError {
+    /// The plan allows no fault at all (`[chaos] faults = []`).
+    #[error("the plan's [chaos] faults is empty: nothing may be injected")]
+    NothingToInject,
     /// Nothing the spec asks for is allowed by the plan.
     #[error("none of the faults asked for is allowed by the plan's [chaos] faults ({})", .allowed.join(", "))]
     NothingAllowed {
@@ -361,14 +368,20 @@ pub enum ChaosError {
 
 impl Chaos {
     /// The schedule of `spec` on `plan`; `expected[i]` is step `i`'s predicted duration.
+    /// `cache`: the run has a cache; `no_sandbox`: `--no-sandbox`. Neither changes the
+    /// schedule, only whether a fault drawn can act.
     pub fn new(
         spec: &ChaosSpec,
         plan: &Plan,
         expected: Vec<Duration>,
         cache: bool,
+        no_sandbox: bool,
         seed: u64,
     ) -> Result<Chaos, ChaosError> {
         let policy = &plan.chaos;
+        if policy.faults.is_empty() {
+            return Err(ChaosError::NothingToInject);
+        }
         let asked: Vec<Fault> = match (&spec.faults, spec.rates.is_empty()) {
             (Some(list), _) => {
                 let mut l = list.clone();
@@ -402,16 +415,19 @@ impl Chaos {
                 file: policy.kill_switch.clone(),
             },
             cache,
+            no_sandbox,
             expected,
             refused,
         })
     }
 
     /// The faults `step` can be given: asked for, allowed by the plan and the step, and
-    /// able to act on it (the network faults need an allowlist, `disk_fill` the sandbox,
-    /// `corrupt_cache` a cacheable step in a run with a cache).
-    pub fn eligible(&self, step: &Step, sandboxed: bool) -> Vec<Fault> {
-        let cacheable = sandboxed && self.cache && step.cache.allows(!step.secrets.is_empty());
+    /// able to act on it as the plan declares it (the network faults need an allowlist,
+    /// `disk_fill` the sandbox, `corrupt_cache` a cacheable step). Only the plan counts, not
+    /// how this run is started, so `--dry-run`, `--no-cache` and a replay see one schedule.
+    pub fn eligible(&self, step: &Step) -> Vec<Fault> {
+        let sandboxed = step.sandbox.enabled;
+        let cacheable = sandboxed && step.cache.allows(!step.secrets.is_empty());
         let proxied = sandboxed && matches!(step.sandbox.network, Network::Allowlist(_));
         self.faults
             .iter()
@@ -426,12 +442,25 @@ impl Chaos {
             .collect()
     }
 
+    /// Why `fault` cannot act in this run although the plan lets it, if it cannot.
+    fn cannot_act(&self, fault: Fault) -> Option<&'static str> {
+        match fault {
+            Fault::DelayNet | Fault::DropNet | Fault::DiskFill | Fault::CorruptCache
+                if self.no_sandbox =>
+            {
+                Some("--no-sandbox runs the step without the sandbox")
+            }
+            Fault::CorruptCache if !self.cache => Some("the run has no cache (--no-cache)"),
+            _ => None,
+        }
+    }
+
     /// The decision for `attempt` of step `index` of `plan`.
-    pub fn decide(&self, plan: &Plan, index: usize, attempt: u32, sandboxed: bool) -> Decision {
+    pub fn decide(&self, plan: &Plan, index: usize, attempt: u32) -> Decision {
         let step = &plan.steps[index];
         let mut rng = AttemptRng::new(self.seed, &step.id, attempt);
         let draw = rng.unit();
-        let eligible = self.eligible(step, sandboxed);
+        let eligible = self.eligible(step);
         let shared = eligible
             .iter()
             .filter(|f| !self.rates.contains_key(f))
@@ -475,13 +504,17 @@ impl Chaos {
             return decision;
         }
         let mut upto = 0.0;
-        let Some(fault) = intervals.iter().find_map(|&(f, r)| {
+        let Some((fault, rate)) = intervals.iter().find_map(|&(f, r)| {
             upto += r;
-            (draw < upto).then_some(f)
+            (draw < upto).then_some((f, r))
         }) else {
             decision.why_not = Some("draw above the rate".into());
             return decision;
         };
+        if let Some(why) = self.cannot_act(fault) {
+            decision.why_not = Some(format!("drew {fault}, which cannot act in this run: {why}"));
+            return decision;
+        }
         let expected = self
             .expected
             .get(index)
@@ -491,6 +524,7 @@ impl Chaos {
         decision.expect_recovery = expects_recovery(&params, step, attempt);
         decision.injection = Some(Injection {
             fault,
+            rate,
             params,
             kill_switch: self.kill_switch.clone(),
             decision: format!(
@@ -644,6 +678,15 @@ mod tests {
         assert_ne!(AttemptRng::new(42, "build", 2).next_u64(), first);
         assert_ne!(AttemptRng::new(43, "build", 1).next_u64(), first);
         assert_ne!(AttemptRng::new(42, "buile", 1).next_u64(), first);
+        // The documented algorithm, pinned: a change here changes every schedule.
+        let mut r = AttemptRng::new(42, "build", 1);
+        assert_eq!(r.next_u64(), 0xae25_d4d3_26de_7d16);
+        assert_eq!(r.next_u64(), 0x5681_30e3_bb4b_854c);
+        assert_eq!(
+            AttemptRng::new(42, "build", 2).next_u64(),
+            0x8662_822e_b29f_ecd9
+        );
+        assert_eq!(AttemptRng::new(0, "", 1).next_u64(), 0x6b5a_ea53_2a9c_acd9);
         // SplitMix64's published first output for state 0 after one increment.
         let mut z = AttemptRng(0);
         assert_eq!(z.next_u64(), 0xe220_a839_7b1d_cdaf);

@@ -104,12 +104,8 @@ pub struct AttemptChaos {
     pub expect_recovery: bool,
     /// What it did.
     pub effect: ci_intel_executor::chaos::ChaosEffect,
-    /// When the attempt ended.
-    pub attempt_ended: std::time::SystemTime,
     /// How the attempt ended.
     pub attempt_status: Status,
-    /// Whether the attempt quarantined a cache entry.
-    pub quarantined: bool,
 }
 
 /// What a run did.
@@ -335,9 +331,8 @@ pub async fn dispatch<E: Execute>(
                     step,
                     attempt: slot.attempts,
                 });
-                let sandboxed = step.sandbox.enabled && !options.no_sandbox;
                 let injection = options.chaos.as_ref().and_then(|c| {
-                    let d = c.decide(plan, i, slot.attempts, sandboxed);
+                    let d = c.decide(plan, i, slot.attempts);
                     observer.event(&Event::Chaos { step, decision: &d });
                     let expect = d.expect_recovery;
                     d.injection.map(|inj| (inj, expect))
@@ -396,12 +391,7 @@ pub async fn dispatch<E: Execute>(
                         injection,
                         expect_recovery,
                         effect,
-                        attempt_ended: outcome.started_at + outcome.duration,
                         attempt_status: outcome.status,
-                        quarantined: outcome
-                            .cache_events
-                            .iter()
-                            .any(|e| matches!(e, ci_intel_executor::CacheEvent::Quarantine { .. })),
                     });
                 }
                 let max_attempts = step.retries.count + 1;

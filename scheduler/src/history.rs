@@ -349,8 +349,8 @@ impl History {
     }
 
     /// Records a run and its steps in one transaction. Steps with a negative duration (a
-    /// clock jump) are left out. Returns how many steps were recorded.
-    pub fn record(&self, run: &RunRecord) -> Result<usize, HistoryError> {
+    /// clock jump) are left out. Returns the run's id (for [`History::record_trials`]).
+    pub fn record(&self, run: &RunRecord) -> Result<i64, HistoryError> {
         let tx = self.db.unchecked_transaction()?;
         tx.execute(
             "INSERT INTO runs (plan, started_unix_ms, wall_ms, runner_class, git_commit)
@@ -364,7 +364,6 @@ impl History {
             ],
         )?;
         let run_id = tx.last_insert_rowid();
-        let mut recorded = 0;
         {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO steps (run_id, plan, step, action_key, started_unix_ms, duration_ms,
@@ -397,7 +396,6 @@ impl History {
                     s.predicted.as_ref().map(|p| p.model.as_str()),
                     s.chaos,
                 ])?;
-                recorded += 1;
             }
         }
         // Retention: the plan's oldest runs beyond the last KEEP_RUNS go.
@@ -417,11 +415,11 @@ impl History {
             params![run.plan, KEEP_RUNS],
         )?;
         tx.commit()?;
-        Ok(recorded)
+        Ok(run_id)
     }
 
-    /// Records the chaos trials of run `run_id` of `plan` (the id [`History::last_run`]
-    /// gives after [`History::record`]).
+    /// Records the chaos trials of run `run_id` of `plan` (the id [`History::record`]
+    /// returned).
     pub fn record_trials(
         &self,
         plan: &str,
@@ -745,9 +743,10 @@ mod tests {
         assert_eq!(h.last_run("demo").unwrap(), None);
         let mut killed = step("build", 900, false);
         killed.chaos = Some("kill_job".into());
-        h.record(&run(1, vec![killed, step("test", 50, false)]))
+        let id = h
+            .record(&run(1, vec![killed, step("test", 50, false)]))
             .unwrap();
-        let id = h.last_run("demo").unwrap().unwrap();
+        assert_eq!(h.last_run("demo").unwrap(), Some(id));
         let trial = TrialRecord {
             step: "build".into(),
             fault: "kill_job".into(),
@@ -964,9 +963,9 @@ mod tests {
                     })
                 })
                 .collect();
-            for h in hs {
-                assert_eq!(h.join().unwrap().unwrap(), 1);
-            }
+            let mut ids: Vec<i64> = hs.into_iter().map(|h| h.join().unwrap().unwrap()).collect();
+            ids.sort_unstable();
+            assert_eq!(ids, [1, 2, 3, 4, 5, 6], "each run gets its own id");
         });
         let h = History::open(&path).unwrap();
         assert_eq!(h.version().unwrap(), SCHEMA_VERSION);

@@ -279,7 +279,7 @@ struct RawPlan {
     #[serde(default)]
     pass_env: Vec<Spanned<String>>,
     sandbox: Option<RawSandboxValue>,
-    chaos: Option<RawChaos>,
+    chaos: Option<Spanned<RawChaos>>,
     // Boxed: a step table is large, and moving 100k of them while the map grows costs
     // more than the allocations.
     #[serde(default)]
@@ -506,6 +506,7 @@ pub fn parse_plan(path: &Path, source: &str) -> Result<Plan, LoadError> {
         path,
         source,
         diags: Vec::new(),
+        chaos_faults: ci_intel_executor::chaos::Fault::ALL.to_vec(),
     };
     let plan = v.plan(raw);
     if v.diags.is_empty() {
@@ -571,6 +572,8 @@ struct Validator<'a> {
     path: &'a Path,
     source: &'a str,
     diags: Vec<Diagnostic>,
+    /// The plan's `[chaos] faults`, which a step's `chaos` list must stay within.
+    chaos_faults: Vec<ci_intel_executor::chaos::Fault>,
 }
 
 fn is_valid_id(id: &str) -> bool {
@@ -984,6 +987,7 @@ impl Validator<'_> {
         let pass_env = self.env_names(&raw.pass_env, "environment variable");
         let sandbox = self.sandbox(raw.sandbox, &SandboxSpec::default());
         let chaos = self.chaos(raw.chaos, &root);
+        self.chaos_faults = chaos.faults.clone();
 
         if raw.steps.is_empty() {
             self.err(
@@ -1038,11 +1042,13 @@ impl Validator<'_> {
     }
 
     /// The plan's `[chaos]` table.
-    fn chaos(&mut self, raw: Option<RawChaos>, root: &Path) -> crate::chaos::ChaosPolicy {
+    fn chaos(&mut self, raw: Option<Spanned<RawChaos>>, root: &Path) -> crate::chaos::ChaosPolicy {
         let mut policy = crate::chaos::ChaosPolicy::default();
         let Some(raw) = raw else {
             return policy;
         };
+        let table = raw.span();
+        let raw = raw.into_inner();
         if let Some(list) = raw.faults {
             policy.faults = list
                 .iter()
@@ -1088,7 +1094,7 @@ impl Validator<'_> {
         let sum: f64 = policy.rates.values().sum();
         if sum > 1.0 + 1e-9 {
             self.err(
-                0..0,
+                table.clone(),
                 format!("the [chaos] rates add up to {sum}, more than 1"),
                 rate_hint(),
             );
@@ -1423,11 +1429,24 @@ impl Validator<'_> {
             match c.into_inner() {
                 RawStepChaos::On(true) => None,
                 RawStepChaos::On(false) => Some(Vec::new()),
-                RawStepChaos::Only(list) => Some(
-                    list.iter()
-                        .filter_map(|f| self.fault(f, span.clone()))
-                        .collect(),
-                ),
+                RawStepChaos::Only(list) => {
+                    let mut faults = Vec::new();
+                    for name in &list {
+                        let Some(f) = self.fault(name, span.clone()) else {
+                            continue;
+                        };
+                        if self.chaos_faults.contains(&f) {
+                            faults.push(f);
+                        } else {
+                            self.err(
+                                span.clone(),
+                                format!("step `{id}` names chaos fault `{f}`, which the plan's [chaos] faults does not allow"),
+                                Some("add it to [chaos] faults, or leave it out of the step's list".into()),
+                            );
+                        }
+                    }
+                    Some(faults)
+                }
             }
         });
         let mutation_report = rs.mutation_report.and_then(|m| {

@@ -1377,6 +1377,7 @@ fn chaos_options(plan: &Plan, spec: &str) -> DispatchOptions {
         plan,
         vec![Duration::from_secs(2); plan.steps.len()],
         true,
+        false,
         seed,
     )
     .unwrap();
@@ -1483,7 +1484,8 @@ chaos = ["cpu_stress"]
     }
     // Asking only for what the plan forbids is an error before anything runs.
     let spec: ci_intel_scheduler::chaos::ChaosSpec = "seed=1,faults=disk_fill".parse().unwrap();
-    let err = ci_intel_scheduler::chaos::Chaos::new(&spec, &plan, vec![], true, 1).unwrap_err();
+    let err =
+        ci_intel_scheduler::chaos::Chaos::new(&spec, &plan, vec![], true, false, 1).unwrap_err();
     assert!(err.to_string().contains("kill_job, cpu_stress"), "{err}");
 }
 

@@ -976,13 +976,13 @@ pub(super) fn chaos(runs: &[RunRecord]) -> String {
     out.push_str(&card(
         &count("degraded").to_string(),
         "degraded",
-        "succeeded, slower or partly",
+        "failed cleanly where the plan gave it no way to recover",
         "",
     ));
     out.push_str(&card(
         &failed.to_string(),
         "failed",
-        "the fault broke the run",
+        "a recovery path that should have held did not",
         if failed > 0 { "bad" } else { "good" },
     ));
     out.push_str("</div>\n");
