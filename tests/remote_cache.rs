@@ -1,7 +1,8 @@
 //! `ci-intel run --remote-cache`, end to end: two checkouts with caches of their own share
 //! a result through `ci-intel cache serve`; what the service holds is verified before it
-//! is used; a service that is down costs a warning, never the build; and the native
-//! protocol refuses what it must, at the HTTP level.
+//! is used (chaos's corruption of a fetched entry included); a service that is down costs
+//! a warning, never the build; and the native protocol refuses what it must, at the HTTP
+//! level.
 #[path = "support/summary.rs"]
 mod summary;
 
@@ -188,6 +189,51 @@ fn a_second_checkout_restores_what_the_first_built_through_the_service() {
     let local = b.run(&keys, &[], None);
     assert_eq!(local.status("build"), "cached", "{}", local.show());
     assert_eq!(b.runs(), 0);
+}
+
+#[test]
+fn chaos_corrupting_an_entry_fetched_from_the_service_is_caught_and_the_service_keeps_a_good_one() {
+    let svc = Service::start();
+    let keys = Keys::new();
+    let (a, b, c) = (
+        Checkout::new(&keys),
+        Checkout::new(&keys),
+        Checkout::new(&keys),
+    );
+    let remote = ["--remote-cache", &url(&svc)];
+    a.run(&keys, &remote, Some(MAIN)).ok();
+    // b's entry comes from the service into its own cache, where a byte of it is flipped
+    // before it is restored: verification quarantines it and the step runs.
+    let chaos = [remote[0], remote[1], "--chaos", "seed=3,corrupt_cache=1"];
+    let second = b.run(&keys, &chaos, Some(MAIN));
+    second.ok();
+    assert_eq!(second.status("build"), "succeeded", "{}", second.show());
+    assert_eq!(b.runs(), 1, "the step ran: {}", second.show());
+    let reasons = b.quarantine_reasons();
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(
+        reasons[0].contains("corrupt") || reasons[0].contains("decompressed"),
+        "{reasons:?}"
+    );
+    assert!(
+        second
+            .stdout
+            .contains("chaos: seed 3: 1 fault acted: 1 recovered"),
+        "{}",
+        second.show()
+    );
+    assert_eq!(
+        std::fs::read_to_string(b.path().join("out/upper.txt")).unwrap(),
+        "HELLO\n"
+    );
+    // What the service serves is still good: a third checkout restores it.
+    let third = c.run(&keys, &remote, Some(MAIN));
+    third.ok();
+    assert_eq!(third.status("build"), "cached", "{}", third.show());
+    assert_eq!(
+        std::fs::read_to_string(c.path().join("out/upper.txt")).unwrap(),
+        "HELLO\n"
+    );
 }
 
 #[test]
