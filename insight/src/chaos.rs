@@ -1152,13 +1152,13 @@ fn verdict_banner(page: &mut String, summary: &NightSummary) {
     page.push_str(&card(
         &t.degraded.to_string(),
         "degraded",
-        "succeeded, slower or partly",
+        "failed cleanly where the plan left no way to recover",
         "",
     ));
     page.push_str(&card(
         &t.failed.to_string(),
         "failed",
-        "the fault broke the run",
+        "a recovery path that should have held did not",
         if t.failed > 0 { "bad" } else { "good" },
     ));
     page.push_str(&card(
