@@ -482,7 +482,8 @@ impl Chaos {
                 *r /= total;
             }
         }
-        let threshold = total.min(1.0);
+        // An empty sum is -0.0: a step with no eligible fault has rate 0.
+        let threshold = if total > 0.0 { total.min(1.0) } else { 0.0 };
         let mut decision = Decision {
             step: step.id.clone(),
             attempt,
@@ -666,6 +667,26 @@ mod tests {
             proptest::prop_assert_eq!(back, expected, "{}", text);
             let _ = junk.parse::<ChaosSpec>();
         }
+    }
+
+    #[test]
+    fn an_opted_out_step_draws_against_rate_zero_and_says_why() {
+        let plan = crate::parse_plan(
+            std::path::Path::new("plan.toml"),
+            "version = 1\n[steps.a]\nrun = \"x\"\nchaos = false\n",
+        )
+        .unwrap();
+        let spec: ChaosSpec = "seed=1,rate=1".parse().unwrap();
+        let chaos = Chaos::new(&spec, &plan, vec![], true, false, 1).unwrap();
+        let d = chaos.decide(&plan, 0, 1);
+        assert_eq!(d.injection, None);
+        assert!(d.threshold == 0.0 && d.threshold.is_sign_positive());
+        assert!(
+            d.line(1)
+                .contains("rate=0.000000 inject=none (the step opts out"),
+            "{}",
+            d.line(1)
+        );
     }
 
     #[test]
