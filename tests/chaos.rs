@@ -599,6 +599,18 @@ fn chaos_specs_and_tables_that_make_no_sense_are_usage_errors() {
         r.show()
     );
     assert!(r.stdout.contains("unknown fault `nope`"), "{}", r.show());
+    let outside = Workspace::new(
+        "version = 1\n[chaos]\nfaults = [\"kill_job\"]\n[steps.a]\nrun = \"true\"\nchaos = [\"disk_fill\"]\n",
+    );
+    let r = outside.run(&[]);
+    assert_eq!(r.code, Some(2), "{}", r.show());
+    assert!(
+        r.stdout.contains(
+            "step `a` names chaos fault `disk_fill`, which the plan's [chaos] faults does not allow"
+        ),
+        "{}",
+        r.show()
+    );
 }
 
 fn night(ws: &Workspace, args: &[&str]) -> (Option<i32>, String) {

@@ -185,8 +185,14 @@ fn the_documented_example_plans_are_valid() {
     let text = std::fs::read_to_string(docs.join("plan-format.md")).unwrap();
     let out = check(toml_after(&text, "## Complete example"));
     assert!(out.contains("plan `libdemo` is valid: 5 steps"), "{out}");
-    // docs/chaos.md's [chaos] table with the steps it shows.
+    // The [chaos] tables with the steps they show, in docs/chaos.md and plan-format.md.
     let chaos = std::fs::read_to_string(docs.join("chaos.md")).unwrap();
-    let table = toml_after(&chaos, "## The plan's `[chaos]` table");
-    check(&format!("version = 1\n{table}\n"));
+    check(&format!(
+        "version = 1\n{}\n",
+        toml_after(&chaos, "## The plan's `[chaos]` table")
+    ));
+    check(&format!(
+        "version = 1\n{}\n",
+        toml_after(&text, "## `[chaos]`")
+    ));
 }
