@@ -149,22 +149,23 @@ fn chaos_trials(
         let fired: Vec<&ci_intel_scheduler::AttemptChaos> =
             r.chaos.iter().filter(|t| t.effect.fired).collect();
         let ended = r.outcome.as_ref().map(|o| o.started_at + o.duration);
-        let diagnosed = r
+        // What names the failure: the outcome's own words, unless they only give the exit
+        // code, else the autopsy's first specific finding.
+        let cause = r
             .outcome
             .as_ref()
-            .and_then(|o| o.message.as_deref())
-            .is_some_and(|m| !m.starts_with("exit code") && !m.is_empty())
-            || root_causes.iter().any(|c| {
-                c.job.as_deref() == Some(r.id.as_str())
-                    && c.rule.as_deref() != Some(ci_intel_insight::autopsy::GENERIC_RULE)
+            .and_then(|o| o.message.clone())
+            .filter(|m| !m.is_empty() && !m.starts_with("exit code"))
+            .or_else(|| {
+                root_causes
+                    .iter()
+                    .find(|c| {
+                        c.job.as_deref() == Some(r.id.as_str())
+                            && c.rule.as_deref() != Some(ci_intel_insight::autopsy::GENERIC_RULE)
+                    })
+                    .map(|c| c.message.clone().unwrap_or_else(|| c.pattern.clone()))
             });
-        let finding = root_causes
-            .iter()
-            .find(|c| {
-                c.job.as_deref() == Some(r.id.as_str())
-                    && c.rule.as_deref() != Some(ci_intel_insight::autopsy::GENERIC_RULE)
-            })
-            .and_then(|c| c.message.clone().or_else(|| c.rule.clone()));
+        let diagnosed = cause.is_some();
         for (k, t) in fired.iter().enumerate() {
             let later = fired.get(k + 1).map(|n| n.attempt);
             let succeeded = r.state == StepState::Succeeded;
@@ -193,15 +194,7 @@ fn chaos_trials(
                         r.state.label()
                     )),
                 )
-            } else if diagnosed {
-                // The outcome's own words first, unless they only give the exit code.
-                let cause = r
-                    .outcome
-                    .as_ref()
-                    .and_then(|o| o.message.clone())
-                    .filter(|m| !m.starts_with("exit code"))
-                    .or_else(|| finding.clone())
-                    .unwrap_or_default();
+            } else if let Some(cause) = &cause {
                 ("degraded", Some(format!("clean failure: {cause}")))
             } else {
                 ("failed", Some("the failure names no cause".into()))

@@ -6,11 +6,12 @@
 //! Seeds are not guessed: each test asks the scheduler's own schedule for a seed whose
 //! decisions are the ones it needs, so a test fails if the schedule stops being what the
 //! run does.
+#[path = "support/origin.rs"]
+mod origin;
 #[path = "support/records.rs"]
 mod records;
 mod support;
 
-use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -353,35 +354,10 @@ outputs = ["out/"]
     );
 }
 
-/// An HTTP origin on the host's loopback serving a 128 KiB body to every request until
-/// the test ends; returns its port.
-fn http_origin() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                let _ = conn.read(&mut buf);
-                let body = vec![b'x'; 128 * 1024];
-                let _ = conn.write_all(
-                    format!(
-                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                        body.len()
-                    )
-                    .as_bytes(),
-                );
-                let _ = conn.write_all(&body);
-            });
-        }
-    });
-    port
-}
-
 #[test]
 fn network_faults_act_through_the_egress_proxy_and_are_recovered() {
-    let port = http_origin();
+    static BODY: [u8; 128 * 1024] = [b'x'; 128 * 1024];
+    let port = origin::start(&BODY);
     let plan = format!(
         r#"version = 1
 [steps.fetch]

@@ -3,9 +3,9 @@
 //!
 //! Needs user, mount, pid and network namespaces and Landlock, which this project's CI
 //! hosts provide (`ci-intel doctor` says what a host lacks).
+#[path = "support/origin.rs"]
+mod origin;
 mod support;
-
-use std::io::{Read, Write};
 
 struct Ran {
     code: Option<i32>,
@@ -174,25 +174,9 @@ fn an_undeclared_secret_in_the_declared_env_fails_the_step_without_its_value() {
     assert!(!dir.path().join("ran").exists());
 }
 
-/// A one-request HTTP server on the host's loopback; returns its port.
-fn http_server() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        if let Ok((mut conn, _)) = listener.accept() {
-            let mut buf = [0u8; 4096];
-            let _ = conn.read(&mut buf);
-            let _ = conn.write_all(
-                b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\nConnection: close\r\n\r\nhello, step\n",
-            );
-        }
-    });
-    port
-}
-
 #[test]
 fn egress_goes_through_the_allowlist_proxy_and_denials_are_events() {
-    let port = http_server();
+    let port = origin::start(b"hello, step\n");
     let plan = format!(
         r#"version = 1
 

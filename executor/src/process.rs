@@ -878,6 +878,7 @@ impl ProcessExecutor {
             end_effect(
                 effect,
                 params,
+                chaos_kill_at.is_some(),
                 stress,
                 &outcome.egress,
                 exec_start.0,
@@ -1035,10 +1036,11 @@ impl ProcessExecutor {
 }
 
 /// Completes an injected fault's effect once the step's process is gone: when it stopped
-/// acting, or why it never did.
+/// acting, or why it never did. `kill_pending`: a kill's moment had not come yet.
 fn end_effect(
     effect: &mut ChaosEffect,
     params: Option<&FaultParams>,
+    kill_pending: bool,
     stress: Option<Stress>,
     egress: &[EgressEvent],
     exec_started: SystemTime,
@@ -1046,9 +1048,8 @@ fn end_effect(
 ) {
     let now = SystemTime::now();
     match params {
-        Some(FaultParams::Kill { after })
-            if !effect.fired && !effect.detail.starts_with("not fired:") =>
-        {
+        // The moment never came: the step ended first.
+        Some(FaultParams::Kill { after }) if kill_pending => {
             effect.detail = format!(
                 "not fired: the step ended after {}, before the moment ({})",
                 chaos::secs(ran),

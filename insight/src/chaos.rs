@@ -314,20 +314,6 @@ fn severity(outcome: &str) -> u8 {
     }
 }
 
-/// The median of `v` (the mean of the middle two when even); `None` when empty.
-fn median(v: &mut [u64]) -> Option<u64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_unstable();
-    let mid = v.len() / 2;
-    Some(if v.len() % 2 == 1 {
-        v[mid]
-    } else {
-        v[mid - 1] / 2 + v[mid] / 2 + (v[mid - 1] % 2 + v[mid] % 2) / 2
-    })
-}
-
 /// The night's counts, cells and failures.
 pub fn summarize(night: &Night) -> NightSummary {
     struct Acc {
@@ -418,7 +404,7 @@ pub fn summarize(night: &Night) -> NightSummary {
         .into_values()
         .map(|mut acc| {
             acc.cell.max_recovery_ms = acc.times.iter().copied().max();
-            acc.cell.median_recovery_ms = median(&mut acc.times);
+            acc.cell.median_recovery_ms = crate::html::stats::median(&acc.times);
             acc.cell
         })
         .collect();
@@ -1255,8 +1241,8 @@ fn matrix(page: &mut String, night: &Night, summary: &NightSummary) {
             }
         }
         let med = step_times
-            .get_mut(s)
-            .and_then(|v| median(v))
+            .get(s)
+            .and_then(|v| crate::html::stats::median(v))
             .map_or_else(|| "–".into(), hf::duration);
         let _ = writeln!(page, "<td class=\"num\">{med}</td></tr>");
     }
@@ -1449,15 +1435,6 @@ fn legend(page: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn medians() {
-        assert_eq!(median(&mut []), None);
-        assert_eq!(median(&mut [5]), Some(5));
-        assert_eq!(median(&mut [9, 1, 5]), Some(5));
-        assert_eq!(median(&mut [4, 1, 3, 2]), Some(2));
-        assert_eq!(median(&mut [u64::MAX, u64::MAX]), Some(u64::MAX));
-    }
 
     #[test]
     fn fences_outlast_the_backquotes_inside() {

@@ -461,7 +461,9 @@ mod tests {
     #[test]
     fn median_of_odd_and_even_counts() {
         assert_eq!(median(&[]), None);
+        assert_eq!(median(&[5]), Some(5));
         assert_eq!(median(&[5, 1, 3]), Some(3));
+        assert_eq!(median(&[9, 1, 5]), Some(5));
         assert_eq!(median(&[4, 1, 3, 2]), Some(2));
         assert_eq!(median(&[1, 2]), Some(1));
         assert_eq!(median(&[u64::MAX, u64::MAX]), Some(u64::MAX));
